@@ -1,0 +1,1 @@
+"""Reading the published checkpoints (LLaVA, SpatialGeo release, MoGe, CLIP) and our own format."""

@@ -1,0 +1,204 @@
+"""`spatialgeo` command line: ask, convert, demo (and the training / evaluation commands).
+
+Errors of the library (bad image, bad checkpoint, bad region) end the command with exit code 2 and one
+line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+
+from spatialgeo_core.errors import SpatialGeoError
+from spatialgeo_core.optional import available
+
+# modules with `add_parsers(subparsers)`: `spatialgeo train`, `spatialgeo eval-bag`, ...
+_COMMAND_MODULES = ("spatialgeo_core.training.cli", "spatialgeo_core.eval.cli")
+
+log = logging.getLogger("spatialgeo")
+
+
+def _parse_box(text: str):
+    from spatialgeo_core.types import Region
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a region is x1,y1,x2,y2 in pixels, got {text!r}") from None
+    if len(vals) != 4:
+        raise argparse.ArgumentTypeError(f"a region is x1,y1,x2,y2 in pixels, got {text!r}")
+    return Region(box=tuple(vals))
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-path", default=None,
+                   help="model directory (our format or a merged SpatialGeo); default: the embedded "
+                        "default model")
+    p.add_argument("--clip", default=None, help="local CLIP directory, for a merged model without "
+                                                "CLIP tensors")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--load-4bit", action="store_true", help="NF4 LLM (bitsandbytes)")
+    q.add_argument("--load-8bit", action="store_true", help="int8 LLM (bitsandbytes)")
+    p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument("--template", default=None, choices=["llava_v1", "vicuna_v1"])
+
+
+def _load_pipeline(args):
+    from spatialgeo_core.pipeline import SpatialGeoPipeline
+    return SpatialGeoPipeline.from_pretrained(
+        args.model_path, device=args.device, dtype=args.dtype, load_4bit=args.load_4bit,
+        load_8bit=args.load_8bit, attn_implementation=args.attn, template=args.template,
+        clip_dir=args.clip)
+
+
+def cmd_ask(args) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from spatialgeo_core.errors import InvalidImageError
+    from spatialgeo_core.types import GenerationOptions
+
+    try:
+        image = Image.open(args.image)
+        image.load()
+    except (OSError, UnidentifiedImageError) as e:
+        raise InvalidImageError(f"cannot read image {args.image}: {e}") from e
+    pipe = _load_pipeline(args)
+    opts = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                             top_p=args.top_p, seed=args.seed)
+    frame = pipe.encode(image, args.region)
+    if args.question is None:
+        return _chat(pipe, frame, args.region, opts)
+    ans = pipe.answer(frame, args.question, regions=args.region, options=opts,
+                      keep_logits=args.save_logits is not None)
+    if args.save_logits:
+        import torch
+        from safetensors.torch import save_file
+        logits = torch.stack(ans.step_logits) if ans.step_logits else torch.zeros(0)
+        save_file({"logits": logits.contiguous(),
+                   "output_ids": torch.tensor(ans.output_ids, dtype=torch.long)},
+                  args.save_logits)
+    if args.json:
+        s, e = ans.image_span
+        print(json.dumps({
+            "answer": ans.text,
+            # the image's placeholder run collapsed into one marker; image_span gives its place
+            "input_ids": ans.input_ids[:s] + [f"<image:{e - s}>"] + ans.input_ids[e:],
+            "image_span": [s, e], "image_token_id": pipe.cfg.image_token_id,
+            "output_ids": ans.output_ids, "num_visual_tokens": ans.num_visual_tokens,
+            "num_tokens": ans.num_tokens, "stopped": ans.stopped,
+            "timings_ms": {k: round(v, 3) for k, v in ans.timings_ms.items()},
+            "load_ms": round(pipe.load_ms, 3), "encode_ms": round(frame.encode_ms, 3),
+        }))
+    else:
+        print(ans.text)
+    return 0
+
+
+def _chat(pipe, frame, regions, opts) -> int:
+    """Interactive chat about one image, as llava.serve.cli: empty line or EOF ends it."""
+    history: list[tuple[str, str]] = []
+    while True:
+        try:
+            q = input("USER: ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not q:
+            return 0
+        ans = pipe.answer(frame, q, regions=regions, options=opts, history=history)
+        print(f"ASSISTANT: {ans.text}")
+        history.append((q, ans.text))
+
+
+def cmd_convert(args) -> int:
+    from spatialgeo_core.checkpoint.convert import assemble
+    from spatialgeo_core.checkpoint.ours import check_keys, save_ours
+    from spatialgeo_core.model import SpatialGeoForCausalLM
+
+    asm = assemble(args.llava, release_dir=args.release, vit_path=args.vit, moge_path=args.moge,
+                   clip_dir=args.clip, geo_layers=args.geo_layers,
+                   geo_input_norm=args.geo_input_norm)
+    import torch
+    dtype = {"float32": torch.float32, "float16": torch.float16,
+             "bfloat16": torch.bfloat16}[args.dtype]
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in asm.tensors.items()}
+    with torch.device("meta"):
+        check_keys(SpatialGeoForCausalLM(asm.config), tensors, "the converted model")
+    out = save_ours(args.out, asm.config, tensors, tokenizer_dir=asm.tokenizer_dir)
+    print(f"wrote {out} ({len(tensors)} tensors, {asm.config.num_visual_tokens} visual tokens "
+          f"per image)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from spatialgeo_core.default_model import run_demo
+    return run_demo(device=args.device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spatialgeo", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    a = sub.add_parser("ask", help="answer a question about one image (chat without --question)")
+    _add_model_args(a)
+    a.add_argument("--image", required=True)
+    a.add_argument("--question", default=None)
+    a.add_argument("--region", type=_parse_box, action="append", default=[],
+                   help="x1,y1,x2,y2 in pixels; repeat for Region [0], [1], ...")
+    a.add_argument("--max-new-tokens", type=int, default=128)
+    a.add_argument("--temperature", type=float, default=0.0)
+    a.add_argument("--top-p", type=float, default=1.0)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.add_argument("--save-logits", default=None, metavar="FILE",
+                   help="write every generated step's logits (safetensors)")
+    a.set_defaults(func=cmd_ask)
+
+    c = sub.add_parser("convert", help="published checkpoints -> our format")
+    c.add_argument("--llava", required=True,
+                   help="llava-v1.5-7b directory (with --release) or a merged SpatialGeo directory")
+    c.add_argument("--release", default=None,
+                   help="SpatialGeo release dir: adapter_config.json, adapter_model.*, "
+                        "non_lora_trainables.bin")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--vit", default=None, help="vit_model.pt (DINOv2 of MoGe v1)")
+    g.add_argument("--moge", default=None, help="MoGe v1 model.pt")
+    c.add_argument("--clip", default=None, help="local clip-vit-large-patch14-336 directory")
+    c.add_argument("--geo-layers", type=int, nargs="+", default=None,
+                   help="geometry blocks (default: the last 4)")
+    c.add_argument("--geo-input-norm", default="clip", choices=["clip", "imagenet"])
+    c.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])
+    c.add_argument("--out", required=True)
+    c.set_defaults(func=cmd_convert)
+
+    d = sub.add_parser("demo", help="answer a question about a sample scene with the default model")
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(func=cmd_demo)
+
+    # training and evaluation commands live beside their code; each module adds its subparsers
+    for modname in _COMMAND_MODULES:
+        if available(modname):
+            importlib.import_module(modname).add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (SpatialGeoError, FileNotFoundError) as e:
+        print(f"spatialgeo {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,84 @@
+"""Plain data types shared by the pipeline, the CLIs, the evaluation and the ROS layer."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spatialgeo_core.errors import InvalidRegionError, InvalidRequestError
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of an image, referred to in questions as "Region [i]" (i = its index in the list).
+
+    box: (x1, y1, x2, y2) in pixels of the original image, x2 > x1, y2 > y1.
+    mask: [H, W] bool array of the original image's size. At least one of the two is given; when both are,
+    the mask is drawn and the box only labels it.
+    """
+
+    box: tuple[float, float, float, float] | None = None
+    mask: np.ndarray | None = None
+
+    def validate(self, width: int, height: int) -> None:
+        """Raise InvalidRegionError unless the region lies inside a width x height image."""
+        if self.box is None and self.mask is None:
+            raise InvalidRegionError("a region needs a box or a mask")
+        if self.box is not None:
+            if len(self.box) != 4 or not all(np.isfinite(v) for v in self.box):
+                raise InvalidRegionError(f"a box is 4 finite numbers x1,y1,x2,y2, got {self.box}")
+            x1, y1, x2, y2 = self.box
+            if not (x2 > x1 and y2 > y1):
+                raise InvalidRegionError(f"box {self.box} is empty (need x2 > x1 and y2 > y1)")
+            if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+                raise InvalidRegionError(
+                    f"box {self.box} lies outside the {width}x{height} image")
+        if self.mask is not None:
+            m = np.asarray(self.mask)
+            if m.shape != (height, width):
+                raise InvalidRegionError(
+                    f"mask of shape {m.shape} does not match the image ({height}, {width})")
+            if not m.any():
+                raise InvalidRegionError("mask is empty")
+
+    def key(self) -> tuple:
+        """A hashable identity, used to cache the features of an image drawn with these regions."""
+        mask_key = None
+        if self.mask is not None:
+            m = np.ascontiguousarray(np.asarray(self.mask, dtype=bool))
+            mask_key = (m.shape, hash(np.packbits(m).tobytes()))
+        box_key = None if self.box is None else tuple(float(v) for v in self.box)
+        return (box_key, mask_key)
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Decoding options. Greedy (temperature 0) by default, so answers are reproducible."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise InvalidRequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise InvalidRequestError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Answer:
+    """What the pipeline returns for one question."""
+
+    text: str
+    num_tokens: int
+    input_ids: list[int]
+    output_ids: list[int]
+    image_span: tuple[int, int]          # [start, end) of the visual tokens inside input_ids
+    num_visual_tokens: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    stopped: str = "eos"                  # "eos" | "max_new_tokens" | "cancelled"
+    step_logits: list = field(default_factory=list)   # per generated token, [vocab] float32 tensors
