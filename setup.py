@@ -9,7 +9,7 @@ extras = {
     "quant": ["bitsandbytes>=0.45"],
     "flash": ["flash-attn>=2.5"],
     "train": ["peft>=0.13", "pyyaml>=6"],
-    "eval": ["rosbags>=0.10", "rosbags-image>=0.9", "matplotlib>=3.7", "pycocotools>=2.0.7"],
+    "eval": ["rosbags>=0.10", "rosbags-image[opencv-headless]>=0.9", "matplotlib>=3.7", "pycocotools>=2.0.7"],
 }
 extras["test"] = sorted(
     {*extras["quant"], *extras["train"], *extras["eval"], "pytest>=7", "catkin_pkg>=1.0", "ruff>=0.5"}

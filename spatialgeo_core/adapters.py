@@ -1,8 +1,8 @@
 """Adapters from vision features to the LLM width.
 
-`mlp2x_gelu` is LLaVA-1.5's projector: Linear(d_in, d_llm), exact GELU, Linear(d_llm, d_llm); state-dict
-names `0.*` and `2.*` as in LLaVA checkpoints. The hierarchical adapter has one such MLP per geometry level
-(index k <-> the k-th configured block) and sums their outputs.
+`mlp2x_gelu` is LLaVA-1.5's projector: Linear(d_in, d_llm), exact GELU, Linear(d_llm, d_llm);
+state-dict names `0.*` and `2.*` as in LLaVA checkpoints. The hierarchical adapter has one such MLP
+per geometry level (index k <-> the k-th configured block) and sums their outputs.
 """
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ def mlp2x_gelu(d_in: int, d_out: int) -> nn.Sequential:
 
 
 class HierarchicalAdapter(nn.ModuleList):
-    """Sum over levels k of MLP_k(F_k). A ModuleList, so keys are `{k}.0.weight` ... as upstream."""
+    """Sum over levels k of MLP_k(F_k).
+
+    A ModuleList, so keys are `{k}.0.weight` ... as upstream.
+    """
 
     def __init__(self, num_levels: int, d_in: int, d_out: int):
         super().__init__(mlp2x_gelu(d_in, d_out) for _ in range(num_levels))
@@ -23,6 +26,9 @@ class HierarchicalAdapter(nn.ModuleList):
     def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
         """levels: num_levels x [B, N, d_in] -> [B, N, d_out]."""
         if len(levels) != len(self):
-            raise ValueError(f"hierarchical adapter has {len(self)} MLPs, got {len(levels)} levels")
-        out = torch.stack([mlp(f) for mlp, f in zip(self, levels)], dim=1)   # [B, L, N, d_out]
+            raise ValueError(
+                f"hierarchical adapter has {len(self)} MLPs, got {len(levels)} levels"
+            )
+        per_level = [mlp(f) for mlp, f in zip(self, levels, strict=True)]
+        out = torch.stack(per_level, dim=1)                                   # [B, L, N, d_out]
         return out.sum(dim=1)                                                 # [B, N, d_out]

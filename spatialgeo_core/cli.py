@@ -1,7 +1,7 @@
 """`spatialgeo` command line: ask, convert, demo (and the training / evaluation commands).
 
-Errors of the library (bad image, bad checkpoint, bad region) end the command with exit code 2 and one
-line on stderr, never a traceback.
+Errors of the library (bad image, bad checkpoint, bad region) end the command with exit code 2 and
+one line on stderr, never a traceback.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def _parse_box(text: str):
     try:
         vals = [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a region is x1,y1,x2,y2 in pixels, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"a region is x1,y1,x2,y2 in pixels, got {text!r}") from None
     if len(vals) != 4:
         raise argparse.ArgumentTypeError(f"a region is x1,y1,x2,y2 in pixels, got {text!r}")
     return Region(box=tuple(vals))
@@ -33,8 +34,8 @@ def _parse_box(text: str):
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-path", default=None,
-                   help="model directory (our format or a merged SpatialGeo); default: the embedded "
-                        "default model")
+                   help="model directory (our format or a merged SpatialGeo); default: the "
+                        "embedded default model")
     p.add_argument("--clip", default=None, help="local CLIP directory, for a merged model without "
                                                 "CLIP tensors")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -160,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="published checkpoints -> our format")
     c.add_argument("--llava", required=True,
-                   help="llava-v1.5-7b directory (with --release) or a merged SpatialGeo directory")
+                   help="llava-v1.5-7b directory (with --release) or a merged SpatialGeo "
+                        "directory")
     c.add_argument("--release", default=None,
                    help="SpatialGeo release dir: adapter_config.json, adapter_model.*, "
                         "non_lora_trainables.bin")
@@ -175,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.set_defaults(func=cmd_convert)
 
-    d = sub.add_parser("demo", help="answer a question about a sample scene with the default model")
+    d = sub.add_parser("demo",
+                       help="answer a question about a sample scene with the default model")
     d.add_argument("--device", default="cpu")
     d.set_defaults(func=cmd_demo)
 

@@ -1,8 +1,8 @@
 """Typed configuration of a SpatialGeo model, saved as JSON next to the weights.
 
-Every field is declared here; nothing is read back with getattr defaults. `real_size()` is the published
-SpatialGeo (CLIP ViT-L/14-336 + MoGe-v1 DINOv2 ViT-L/14 + Vicuna/LLaMA-7B); `tiny()` is a CPU-sized model with
-the same structure for tests and demos.
+Every field is declared here; nothing is read back with getattr defaults. `real_size()` is the
+published SpatialGeo (CLIP ViT-L/14-336 + MoGe-v1 DINOv2 ViT-L/14 + Vicuna/LLaMA-7B); `tiny()` is a
+CPU-sized model with the same structure for tests and demos.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ class ClipTowerConfig:
     patch_size: int = 14
     hidden_act: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
-    select_layer: int = -2             # index into hidden_states (0 = embeddings); -2 = output of layer N-1
+    select_layer: int = -2             # index into hidden_states (0 = embeddings);
+                                       # -2 = output of layer N-1
 
     def __post_init__(self):
         _check(self.image_size % self.patch_size == 0, "clip.image_size",
@@ -58,7 +59,10 @@ class ClipTowerConfig:
 
 @dataclass
 class GeometryTowerConfig:
-    """DINOv2 ViT encoder of MoGe v1 (the geometry tower). Real size: ViT-L/14, pos-embed grid 37x37."""
+    """DINOv2 ViT encoder of MoGe v1 (the geometry tower).
+
+    Real size: ViT-L/14, pos-embed grid 37x37.
+    """
 
     embed_dim: int = 1024
     depth: int = 24
@@ -69,8 +73,10 @@ class GeometryTowerConfig:
     layer_norm_eps: float = 1e-6
     interpolate_offset: float = 0.1    # DINOv2's scale-factor offset when resizing the pos-embed
     interpolate_antialias: bool = False
-    layers: list[int] = field(default_factory=lambda: [20, 21, 22, 23])  # adapter index k <-> layers[k]
-    input_norm: str = "clip"           # "clip": the CLIP-normalised tensor as is (released weights);
+    # adapter index k <-> layers[k]
+    layers: list[int] = field(default_factory=lambda: [20, 21, 22, 23])
+    input_norm: str = "clip"           # "clip": the CLIP-normalised tensor as is
+                                       # (released weights);
                                        # "imagenet": re-normalised with ImageNet statistics
 
     def __post_init__(self):
@@ -87,7 +93,10 @@ class GeometryTowerConfig:
 
 @dataclass
 class LLMConfig:
-    """LLaMA decoder (transformers LlamaForCausalLM). Real size: Vicuna-7B v1.5 as in llava-v1.5-7b."""
+    """LLaMA decoder (transformers LlamaForCausalLM).
+
+    Real size: Vicuna-7B v1.5 as in llava-v1.5-7b.
+    """
 
     vocab_size: int = 32000
     hidden_size: int = 4096
@@ -113,20 +122,26 @@ class LLMConfig:
 
 @dataclass
 class SpatialGeoConfig:
-    """The whole model. `geometry=None` is the CLIP-only LLaVA-1.5 arrangement (the ablation baseline)."""
+    """The whole model.
+
+    `geometry=None` is the CLIP-only LLaVA-1.5 arrangement (the ablation baseline).
+    """
 
     clip: ClipTowerConfig = field(default_factory=ClipTowerConfig)
     geometry: GeometryTowerConfig | None = field(default_factory=GeometryTowerConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     projector_type: str = "mlp2x_gelu"     # both adapters: Linear, GELU, Linear
     token_layout: str = "interleave"       # "interleave": C0 G0 C1 G1 ...; "concat": C0..Cn G0..Gn
-    feature_drop_prob: float = 0.3         # training only: drop an image's CLIP tokens with this prob.
+    feature_drop_prob: float = 0.3         # training only: drop an image's CLIP tokens
+                                           # with this prob.
     image_token_id: int = 32000            # placeholder id of a visual token in input_ids
-    image_aspect_ratio: str = "pad"        # "pad": expand to square with the mean colour; "square": crop
+    image_aspect_ratio: str = "pad"        # "pad": expand to square with the mean colour;
+                                           # "square": crop
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
     chat_template: str = "llava_v1"        # default template when serving
-    max_length: int = 2048                 # tokens after visual-token expansion (training truncation)
+    max_length: int = 2048                 # tokens after visual-token expansion
+                                           # (training truncation)
 
     def __post_init__(self):
         _check(self.projector_type == "mlp2x_gelu", "projector_type",

@@ -14,10 +14,13 @@ class ChatTemplate:
     roles: tuple[str, str] = ("USER", "ASSISTANT")
     sep: str = " "
     sep2: str | None = "</s>"
-    style: str = "two"                 # "two" (sep after user turns, sep2 after assistant) | "plain"
+    style: str = "two"                 # "two" (sep after user turns, sep2 after assistant)
+                                       # | "plain"
 
     def render(self, turns: list[tuple[str, str | None]]) -> str:
-        """turns: [(role, message or None)]; a None message opens that role's turn for generation."""
+        """turns: [(role, message or None)]; a None message opens that role's turn for
+        generation.
+        """
         if self.style == "plain":
             out = self.system
             for _, msg in turns:
@@ -46,12 +49,12 @@ class ChatTemplate:
 TEMPLATES = {
     "llava_v1": ChatTemplate(
         "llava_v1",
-        "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
-        "helpful, detailed, and polite answers to the human's questions."),
+        "A chat between a curious human and an artificial intelligence assistant. The assistant "
+        "gives helpful, detailed, and polite answers to the human's questions."),
     "vicuna_v1": ChatTemplate(
         "vicuna_v1",
-        "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-        "helpful, detailed, and polite answers to the user's questions."),
+        "A chat between a curious user and an artificial intelligence assistant. The assistant "
+        "gives helpful, detailed, and polite answers to the user's questions."),
     "plain": ChatTemplate("plain", "", roles=("", ""), sep="\n", sep2=None, style="plain"),
 }
 

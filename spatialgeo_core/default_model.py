@@ -1,8 +1,8 @@
 """The embedded default model, and the README's first command (`spatialgeo demo`).
 
-Until a trained demo checkpoint is committed under `spatialgeo_core/assets/default_model/`, the default is
-a tiny randomly initialised SpatialGeo that the project builds itself in the user cache: it runs the
-whole pipeline, and its answers mean nothing.
+Until a trained demo checkpoint is committed under `spatialgeo_core/assets/default_model/`, the
+default is a tiny randomly initialised SpatialGeo that the project builds itself in the user cache:
+it runs the whole pipeline, and its answers mean nothing.
 """
 from __future__ import annotations
 

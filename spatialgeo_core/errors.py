@@ -1,7 +1,7 @@
 """Exception classes of spatialgeo_core.
 
-The ROS layer and the CLIs map these to status codes / exit messages; nothing else should be raised on
-purpose for bad user input.
+The ROS layer and the CLIs map these to status codes / exit messages; nothing else should be raised
+on purpose for bad user input.
 """
 
 
@@ -18,7 +18,9 @@ class CheckpointError(SpatialGeoError):
 
 
 class KeyMismatchError(CheckpointError):
-    """A strict load found missing or unexpected keys, or shape mismatches; all are named in the message."""
+    """A strict load found missing or unexpected keys, or shape mismatches; all are named in the
+    message.
+    """
 
     def __init__(self, what: str, missing=(), unexpected=(), mismatched=()):
         self.missing = sorted(missing)
@@ -47,4 +49,6 @@ class InvalidRequestError(SpatialGeoError, ValueError):
 
 
 class MissingDependencyError(SpatialGeoError, ImportError):
-    """An optional dependency was asked for but is not installed; the message names the pip extra."""
+    """An optional dependency was asked for but is not installed; the message names the pip
+    extra.
+    """

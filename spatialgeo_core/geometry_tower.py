@@ -1,10 +1,11 @@
-"""Geometry tower: the DINOv2 ViT encoder of MoGe v1, returning the final-normed outputs of chosen blocks.
+"""Geometry tower: the DINOv2 ViT encoder of MoGe v1, returning the final-normed outputs of chosen
+blocks.
 
-State-dict names equal the DINOv2 / MoGe `backbone.*` names (reference §5.1), so `vit_model.pt` and MoGe v1's
-`model.pt` load key for key. Numerics follow the upstream DINOv2 code that the released weights ran with:
-LayerNorm eps 1e-6, LayerScale, exact GELU, softmax attention scaled by 1/sqrt(head_dim), and the positional
-embedding resized by bicubic interpolation given a *scale factor* (n + 0.1) / M in float32, without antialias,
-skipped when the grid already matches.
+State-dict names equal the DINOv2 / MoGe `backbone.*` names (reference §5.1), so `vit_model.pt` and
+MoGe v1's `model.pt` load key for key. Numerics follow the upstream DINOv2 code that the released
+weights ran with: LayerNorm eps 1e-6, LayerScale, exact GELU, softmax attention scaled by
+1/sqrt(head_dim), and the positional embedding resized by bicubic interpolation given a *scale
+factor* (n + 0.1) / M in float32, without antialias, skipped when the grid already matches.
 """
 from __future__ import annotations
 
@@ -41,9 +42,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads)  # [B, N, 3, H, Dh]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                            # 3 x [B, H, N, Dh]
-        x = F.scaled_dot_product_attention(q, k, v)                               # [B, H, N, Dh]
-        x = x.transpose(1, 2).reshape(B, N, D)                                    # [B, N, D]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                          # 3 x [B, H, N, Dh]
+        x = F.scaled_dot_product_attention(q, k, v)                             # [B, H, N, Dh]
+        x = x.transpose(1, 2).reshape(B, N, D)                                  # [B, N, D]
         return self.proj(x)
 
 
@@ -83,7 +84,9 @@ class Block(nn.Module):
 
 
 class DinoVisionTransformer(nn.Module):
-    """DINOv2 ViT without registers; parameter names as in `vit_model.pt` (343 tensors at ViT-L)."""
+    """DINOv2 ViT without registers; parameter names as in `vit_model.pt` (343 tensors at
+    ViT-L).
+    """
 
     def __init__(self, cfg: GeometryTowerConfig):
         super().__init__()
@@ -92,7 +95,7 @@ class DinoVisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(cfg.patch_size, d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_embed_grid ** 2 + 1, d))
-        self.mask_token = nn.Parameter(torch.zeros(1, d))   # unused at inference; kept for the keys
+        self.mask_token = nn.Parameter(torch.zeros(1, d))  # unused at inference; kept for the keys
         self.blocks = nn.ModuleList(
             Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.layer_norm_eps) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
@@ -100,7 +103,9 @@ class DinoVisionTransformer(nn.Module):
         nn.init.normal_(self.cls_token, std=1e-6)
 
     def interpolate_pos_encoding(self, h0: int, w0: int, dtype: torch.dtype) -> torch.Tensor:
-        """Positional embedding for an h0 x w0 patch grid: [1, 1 + h0*w0, D] (upstream DINOv2 rule)."""
+        """Positional embedding for an h0 x w0 patch grid: [1, 1 + h0*w0, D] (upstream DINOv2
+        rule).
+        """
         M = self.cfg.pos_embed_grid
         if h0 == M and w0 == M:
             return self.pos_embed.to(dtype)
@@ -109,7 +114,8 @@ class DinoVisionTransformer(nn.Module):
         D = pos.shape[-1]
         grid = patch_pos.reshape(1, M, M, D).permute(0, 3, 1, 2)             # [1, D, M, M]
         if self.cfg.interpolate_offset > 0:
-            scale = ((h0 + self.cfg.interpolate_offset) / M, (w0 + self.cfg.interpolate_offset) / M)
+            scale = ((h0 + self.cfg.interpolate_offset) / M,
+                     (w0 + self.cfg.interpolate_offset) / M)
             grid = F.interpolate(grid, scale_factor=scale, mode="bicubic",
                                  antialias=self.cfg.interpolate_antialias)
         else:
@@ -121,7 +127,9 @@ class DinoVisionTransformer(nn.Module):
         return torch.cat([cls_pos, patch_pos], dim=1).to(dtype)              # [1, 1+h0*w0, D]
 
     def intermediate_features(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
-        """x: [B, 3, H, W] -> one [B, N, D] per block in `layers`: final norm applied, CLS dropped."""
+        """x: [B, 3, H, W] -> one [B, N, D] per block in `layers`: final norm applied, CLS
+        dropped.
+        """
         B, _, H, W = x.shape
         p = self.cfg.patch_size
         tokens = self.patch_embed(x)                                          # [B, N, D]

@@ -4,8 +4,8 @@
       -> clip_tower -> [B, N, Dc] -> clip_adapter -> S [B, N, D]
       -> geo_tower  -> L x [B, N, Dg] -> geo_adapter (sum of per-level MLPs) -> G [B, N, D]
       -> token layout: interleave [S0, G0, S1, G1, ...] or concat -> V [B, 2N, D]
-    input_ids holds exactly 2N placeholder ids (config.image_token_id) per image; one masked scatter puts V
-    there. With `geometry=None` this is LLaVA-1.5 (N visual tokens per image).
+    input_ids holds exactly 2N placeholder ids (config.image_token_id) per image; one masked
+    scatter puts V there. With `geometry=None` this is LLaVA-1.5 (N visual tokens per image).
 
 Module names map one to one onto LLaVA / SpatialGeo checkpoint names (see checkpoint/keymap.py).
 """
@@ -72,7 +72,7 @@ class SpatialGeoForCausalLM(nn.Module):
         sem = self.clip_adapter(self.clip_tower(pixel_values).to(self.adapter_dtype))   # [B, N, D]
         if self.geo_tower is None:
             return sem
-        levels = [f.to(self.adapter_dtype) for f in self.geo_tower(pixel_values)]     # L x [B,N,Dg]
+        levels = [f.to(self.adapter_dtype) for f in self.geo_tower(pixel_values)]    # L x [B,N,Dg]
         geo = self.geo_adapter(levels)                                                  # [B, N, D]
         B, N, D = sem.shape
         if self.cfg.token_layout == "interleave":
@@ -90,11 +90,12 @@ class SpatialGeoForCausalLM(nn.Module):
     # ---- merge --------------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None,
               used: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, T] with V placeholders per image; visual [I, V, D] -> inputs_embeds [B, T, D].
+        """input_ids [B, T] with V placeholders per image; visual [I, V, D] -> inputs_embeds
+        [B, T, D].
 
-        `used` [I] bool marks the images whose placeholders are in input_ids (text-only samples carry a
-        dummy image that is not placed); unused ones still enter the graph with weight zero, so every
-        rank in distributed training touches every adapter parameter.
+        `used` [I] bool marks the images whose placeholders are in input_ids (text-only samples
+        carry a dummy image that is not placed); unused ones still enter the graph with weight
+        zero, so every rank in distributed training touches every adapter parameter.
         """
         mask = input_ids == self.cfg.image_token_id                                     # [B, T]
         emb_layer = self.llm.get_input_embeddings()
@@ -104,7 +105,7 @@ class SpatialGeoForCausalLM(nn.Module):
             if n_slots:
                 raise ValueError(f"input_ids hold {n_slots} image placeholders but no image given")
             return emb
-        placed = visual if used is None else visual[used]                               # [I', V, D]
+        placed = visual if used is None else visual[used]                              # [I', V, D]
         n_feats = placed.shape[0] * placed.shape[1]
         if n_slots != n_feats:
             raise ValueError(f"input_ids hold {n_slots} image placeholders but the images give "
@@ -118,8 +119,9 @@ class SpatialGeoForCausalLM(nn.Module):
                          drop: torch.Tensor) -> torch.Tensor:
         """Random feature dropping (training only): hide the CLIP tokens of images where drop[i].
 
-        The hidden positions get attention mask 0 and the positions after them are renumbered, which is
-        exactly the shorter sequence holding only that image's geometry tokens (reference §3).
+        The hidden positions get attention mask 0 and the positions after them are renumbered,
+        which is exactly the shorter sequence holding only that image's geometry tokens
+        (reference §3).
         Returns the new attention mask [B, T].
         """
         mask = input_ids == self.cfg.image_token_id                                     # [B, T]
@@ -160,8 +162,10 @@ class SpatialGeoForCausalLM(nn.Module):
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross entropy over supervised positions; logits [B, T, V], labels [B, T]."""
-    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])                # [B*(T-1), V]
+    """Mean next-token cross entropy over supervised positions; logits [B, T, V], labels
+    [B, T].
+    """
+    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])              # [B*(T-1), V]
     shift_labels = labels[:, 1:].reshape(-1)                                            # [B*(T-1)]
     return F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX)
 
@@ -169,7 +173,9 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def build_empty(cfg: SpatialGeoConfig, dtype: torch.dtype, device: str | torch.device,
                 attn_implementation: str = "sdpa") -> SpatialGeoForCausalLM:
     """A model whose parameters are allocated on `device` in `dtype` but not initialised (fast, and
-    no fp32 copy of a 7B model is ever made). Non-persistent buffers are recomputed; load weights next."""
+    no fp32 copy of a 7B model is ever made). Non-persistent buffers are recomputed; load weights
+    next.
+    """
     with torch.device("meta"):
         model = SpatialGeoForCausalLM(cfg, attn_implementation=attn_implementation)
     model.to(dtype)

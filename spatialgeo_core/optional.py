@@ -1,7 +1,7 @@
 """The one place that knows which optional dependencies are installed.
 
-Each flag is found by trying the import once; `require(name)` raises a MissingDependencyError that names the
-pip extra when a feature is asked for but its package is absent.
+Each flag is found by trying the import once; `require(name)` raises a MissingDependencyError that
+names the pip extra when a feature is asked for but its package is absent.
 """
 from __future__ import annotations
 
@@ -39,4 +39,5 @@ def require(name: str) -> ModuleType:
     except ImportError as e:
         extra, purpose = _EXTRAS.get(name, (None, name))
         hint = f'pip install "spatialgeo[{extra}]"' if extra else f"pip install {name}"
-        raise MissingDependencyError(f"{purpose} needs {name!r}, which is not installed: {hint}") from e
+        raise MissingDependencyError(
+            f"{purpose} needs {name!r}, which is not installed: {hint}") from e

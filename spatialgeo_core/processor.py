@@ -1,14 +1,16 @@
-"""The one processor shared by training and serving: image preprocessing, prompt tokenization with the
-image expanded to its visual-token placeholders, and training labels.
+"""The one processor shared by training and serving: image preprocessing, prompt tokenization with
+the image expanded to its visual-token placeholders, and training labels.
 
 Image (reference §6.2), as LLaVA-1.5's "pad" path with the PIL backend of CLIPImageProcessor:
-  RGB -> expand to square with background round-down(255 * CLIP mean) = (122, 116, 104), image centred
+  RGB -> expand to square with background round-down(255 * CLIP mean) = (122, 116, 104),
+         image centred
       -> resize the shortest edge to S (PIL bicubic) -> centre crop S x S
       -> x / 255 (float64, then float32) -> (x - mean) / std in float32 -> [3, S, S]
 One tensor goes to both towers.
 
-Text (reference §2.1): the prompt is split at `<image>`; each chunk is tokenized on its own; the first keeps
-its BOS, later chunks drop theirs; the image becomes `config.num_visual_tokens` placeholder ids.
+Text (reference §2.1): the prompt is split at `<image>`; each chunk is tokenized on its own; the
+first keeps its BOS, later chunks drop theirs; the image becomes `config.num_visual_tokens`
+placeholder ids.
 """
 from __future__ import annotations
 

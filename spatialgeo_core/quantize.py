@@ -1,7 +1,7 @@
 """bitsandbytes quantisation of the LLM only (reference §9.23).
 
-The towers and both adapters stay in fp16/bf16; `lm_head` stays dense, as transformers' bnb integration
-leaves it. 4-bit is NF4 with double quantisation; 8-bit is LLM.int8().
+The towers and both adapters stay in fp16/bf16; `lm_head` stays dense, as transformers' bnb
+integration leaves it. 4-bit is NF4 with double quantisation; 8-bit is LLM.int8().
 """
 from __future__ import annotations
 

@@ -1,17 +1,20 @@
-"""Set-of-marks region prompts: regions are drawn on the image and named "Region [i]" in the question.
+"""Set-of-marks region prompts: regions are drawn on the image and named "Region [i]" in the
+question.
 
-The rendering is part of the evaluation protocol (benchmark numbers depend on it), so it is fixed here:
-- On the original image (before padding and resizing), regions are drawn in list order, i = 0, 1, ...
+The rendering is part of the evaluation protocol (benchmark numbers depend on it), so it is fixed
+here:
+- On the original image (before padding and resizing), regions are drawn in list order,
+  i = 0, 1, ...
 - Colour of region i: PALETTE[i % 8] (RGB).
 - A mask is alpha-blended with its colour (alpha 0.35) and its boundary pixels (mask pixels with a
   4-neighbour outside the mask) are painted in the full colour, dilated to the line width.
-- A box is drawn as a rectangle outline in the full colour. When a region has both, the mask is drawn
-  and the box only places the label.
+- A box is drawn as a rectangle outline in the full colour. When a region has both, the mask is
+  drawn and the box only places the label.
 - Line width: max(2, round(0.006 * max(W, H))) pixels.
-- Label: the text "i" (the index alone, so "Region [i]" in text matches mark i in the image), white on
-  a filled rectangle of the region colour, font height max(10, round(0.035 * max(W, H))) px (PIL's
-  default font at that size), with its top-left corner at the top-left of the region's box (the mask's
-  bounding box when there is no box), moved inside the image when it would leave it.
+- Label: the text "i" (the index alone, so "Region [i]" in text matches mark i in the image), white
+  on a filled rectangle of the region colour, font height max(10, round(0.035 * max(W, H))) px
+  (PIL's default font at that size), with its top-left corner at the top-left of the region's box
+  (the mask's bounding box when there is no box), moved inside the image when it would leave it.
 """
 from __future__ import annotations
 

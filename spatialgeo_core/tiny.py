@@ -1,6 +1,6 @@
-"""Tiny checkpoints that the project builds itself (no downloads): a SentencePiece tokenizer in the LLaMA
-layout (unk 0, bos 1, eos 2, byte fallback, dummy prefix, digits split) trained on a small built-in
-corpus, and randomly initialised tiny SpatialGeo models saved in our format.
+"""Tiny checkpoints that the project builds itself (no downloads): a SentencePiece tokenizer in the
+LLaMA layout (unk 0, bos 1, eos 2, byte fallback, dummy prefix, digits split) trained on a small
+built-in corpus, and randomly initialised tiny SpatialGeo models saved in our format.
 
 Answers of a randomly initialised model mean nothing; they exercise the whole code path.
 """
@@ -20,10 +20,10 @@ from spatialgeo_core.model import SpatialGeoForCausalLM
 
 _WORDS = (
     "how far is the chair from the table region left right above below behind in front of bigger "
-    "smaller taller shorter wider thinner yes no the distance between meters centimeters inches feet "
-    "what is the height width of it is about o'clock direction which one is closer to the camera "
-    "a red blue green yellow cube sphere cylinder cone box on the floor ground plane vertical "
-    "horizontal object robot sees image picture answer question"
+    "smaller taller shorter wider thinner yes no the distance between meters centimeters inches "
+    "feet what is the height width of it is about o'clock direction which one is closer to the "
+    "camera a red blue green yellow cube sphere cylinder cone box on the floor ground plane "
+    "vertical horizontal object robot sees image picture answer question"
 ).split()
 
 
@@ -60,8 +60,8 @@ def build_tokenizer(directory: str | Path, vocab_size: int = 512, legacy: bool =
 
 
 def random_model(cfg: SpatialGeoConfig, seed: int = 0) -> SpatialGeoForCausalLM:
-    """A randomly initialised model; the positional embedding of the geometry tower and the adapters
-    are scaled up a little so that tiny random answers vary with the image."""
+    """A randomly initialised model; the positional embedding of the geometry tower and the
+    adapters are scaled up a little so that tiny random answers vary with the image."""
     torch.manual_seed(seed)
     return SpatialGeoForCausalLM(cfg).eval()
 

@@ -1,15 +1,16 @@
 """The LLaMA SentencePiece tokenizer, exactly as LLaVA-1.5's slow `LlamaTokenizer` used it.
 
-Built on the `sentencepiece` library and the model directory's `tokenizer.model`, not on whatever tokenizer
-class a given transformers version maps the config to (reference §5.6: today's AutoTokenizer drops the
-dummy prefix). Two behaviours of transformers' slow LlamaTokenizer are reproduced, chosen by the `legacy`
-flag of `tokenizer_config.json` (absent = legacy, as transformers 4.37 defaulted):
+Built on the `sentencepiece` library and the model directory's `tokenizer.model`, not on whatever
+tokenizer class a given transformers version maps the config to (reference §5.6: today's
+AutoTokenizer drops the dummy prefix). Two behaviours of transformers' slow LlamaTokenizer are
+reproduced, chosen by the `legacy` flag of `tokenizer_config.json` (absent = legacy, as
+transformers 4.37 defaulted):
 
-- legacy: text is split at the special tokens `<s>`, `</s>`, `<unk>`; every other chunk is encoded by
-  SentencePiece with its dummy prefix.
-- non-legacy: a `▁` is put in front of the whole text, the dummy prefix is switched off, and a chunk that
-  starts with `▁`/space is encoded after an `<unk>` guard that is then removed; chunks that follow a
-  special token get no prefix.
+- legacy: text is split at the special tokens `<s>`, `</s>`, `<unk>`; every other chunk is encoded
+  by SentencePiece with its dummy prefix.
+- non-legacy: a `▁` is put in front of the whole text, the dummy prefix is switched off, and a
+  chunk that starts with `▁`/space is encoded after an `<unk>` guard that is then removed; chunks
+  that follow a special token get no prefix.
 """
 from __future__ import annotations
 

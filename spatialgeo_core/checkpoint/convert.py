@@ -1,12 +1,16 @@
 """Assemble a complete SpatialGeo model from published pieces, ready to save in our format.
 
-    llava_dir    LLaVA-layout directory: `llava-v1.5-7b` (route a) or a merged SpatialGeo model (route b)
-    release_dir  SpatialGeo release: adapter_config.json + adapter_model.* + non_lora_trainables.bin
+    llava_dir    LLaVA-layout directory: `llava-v1.5-7b` (route a) or a merged SpatialGeo model
+                 (route b)
+    release_dir  SpatialGeo release: adapter_config.json + adapter_model.* +
+                 non_lora_trainables.bin
     vit_path     `vit_model.pt` (plain DINOv2), or
     moge_path    MoGe v1 `model.pt` (route c)
-    clip_dir     local `clip-vit-large-patch14-336` (route d); optional when llava_dir holds CLIP tensors
+    clip_dir     local `clip-vit-large-patch14-336` (route d); optional when llava_dir holds CLIP
+                 tensors
 
-Geometry from vit_path / moge_path replaces geometry tensors of llava_dir, as upstream's loader does.
+Geometry from vit_path / moge_path replaces geometry tensors of llava_dir, as upstream's loader
+does.
 """
 from __future__ import annotations
 
@@ -79,7 +83,8 @@ def assemble(llava_dir: str | Path, release_dir: str | Path | None = None,
         geo_cfg = geometry_config_from_tensors(geo_plain, geo_layers, geo_input_norm)
         if not has_adapter:
             raise CheckpointError("geometry tower weights but no hierarchical adapter "
-                                  "(moge_mm_projector_list): give the SpatialGeo release directory")
+                                  "(moge_mm_projector_list): give the SpatialGeo release "
+                                  "directory")
     elif has_adapter:
         raise CheckpointError("the checkpoint has a hierarchical adapter but no geometry tower: "
                               "give vit_model.pt (--vit) or MoGe v1 model.pt (--moge)")

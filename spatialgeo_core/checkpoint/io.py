@@ -1,7 +1,8 @@
 """Reading tensors from files without ever unpickling code.
 
-safetensors are preferred; `.bin`/`.pt` pickles are read with `torch.load(weights_only=True)`. A sharded
-directory is read through its `*.index.json`. Every failure becomes a CheckpointError naming the file.
+safetensors are preferred; `.bin`/`.pt` pickles are read with `torch.load(weights_only=True)`.
+A sharded directory is read through its `*.index.json`. Every failure becomes a CheckpointError
+naming the file.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Names of our modules <-> names in LLaVA / SpatialGeo checkpoints (reference §5).
 
-A table of prefix pairs, most specific first; translation replaces a whole leading prefix, never slices
-strings by position. Keys matching none of the prefixes are returned unchanged and reported by the strict
-check as unexpected.
+A table of prefix pairs, most specific first; translation replaces a whole leading prefix, never
+slices strings by position. Keys matching none of the prefixes are returned unchanged and reported
+by the strict check as unexpected.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ PREFIXES: tuple[tuple[str, str], ...] = (
     ("llm.model.", "model."),
 )
 
-# Present in merged upstream checkpoints, never needed: the MoGe tower's redundant second CLIP (§9.19).
+# Present in merged upstream checkpoints, never needed: the MoGe tower's redundant second CLIP
+# (§9.19).
 IGNORED_LLAVA_PREFIXES: tuple[str, ...] = ("model.moge_tower.clip_vision_tower.",)
 
 

@@ -1,8 +1,8 @@
 """LLaVA-layout checkpoints: the `llava-v1.5-7b` base, the SpatialGeo LoRA release, merged models.
 
 Routes (reference §5.4): (a) base + release (LoRA + `non_lora_trainables.bin`) + geometry + CLIP;
-(b) a merged SpatialGeo directory. The route is chosen by the caller from the files given, never from
-substrings of directory names. All tensors come back under our module names (see keymap.py).
+(b) a merged SpatialGeo directory. The route is chosen by the caller from the files given, never
+from substrings of directory names. All tensors come back under our module names (see keymap.py).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from spatialgeo_core.errors import CheckpointError, KeyMismatchError
 
 log = logging.getLogger(__name__)
 
-LLAVA_MODEL_TYPES = ("llava", "llava_llama")   # v1.5 base says "llava"; SpatialGeo says "llava_llama"
+# v1.5 base says "llava"; SpatialGeo says "llava_llama"
+LLAVA_MODEL_TYPES = ("llava", "llava_llama")
 
 
 def llava_config(directory: str | Path, clip: ClipTowerConfig,
@@ -38,7 +39,8 @@ def llava_config(directory: str | Path, clip: ClipTowerConfig,
     if raw.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
         raise CheckpointError(f"mm_projector_type {raw['mm_projector_type']!r} is not supported")
     if raw.get("mm_use_im_start_end") or raw.get("mm_use_im_patch_token"):
-        raise CheckpointError("checkpoints with image start/end or patch tokens are not SpatialGeo")
+        raise CheckpointError("checkpoints with image start/end or patch tokens are not "
+                              "SpatialGeo")
     if raw.get("mm_vision_select_feature", "patch") != "patch":
         raise CheckpointError("only mm_vision_select_feature 'patch' (CLS dropped) is supported")
     if "mm_hidden_size" in raw and raw["mm_hidden_size"] != clip.hidden_size:
@@ -72,7 +74,8 @@ def _from_llava_keys(sd: dict[str, torch.Tensor], what: str) -> dict[str, torch.
         out[keymap.from_llava(k)] = v
     if ignored:
         log.warning("%s: ignored %d tensors of the MoGe tower's redundant second CLIP copy "
-                    "(model.moge_tower.clip_vision_tower.*); CLIP comes from the vision tower keys",
+                    "(model.moge_tower.clip_vision_tower.*); CLIP comes from the vision tower "
+                    "keys",
                     what, len(ignored))
     return out
 
@@ -82,11 +85,13 @@ def read_llava_weights(directory: str | Path) -> dict[str, torch.Tensor]:
     return _from_llava_keys(read_directory(directory), str(directory))
 
 
-# ---- LoRA ----------------------------------------------------------------------------------------
+# ---- LoRA ---------------------------------------------------------------------------------------
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<target>.+)\.lora_(?P<ab>[AB])\.weight$")
 
 
-def read_lora(release_dir: str | Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
+def read_lora(
+    release_dir: str | Path,
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
     """PEFT LoRA directory -> ({llava weight name: (A [r, in], B [out, r])}, scale)."""
     d = Path(release_dir)
     cfg = read_json(d / "adapter_config.json")
@@ -127,7 +132,8 @@ def read_lora(release_dir: str | Path) -> tuple[dict[str, tuple[torch.Tensor, to
     return {t: (ab["A"], ab["B"]) for t, ab in pairs.items()}, scale
 
 
-def merge_lora(weights: dict[str, torch.Tensor], lora: dict[str, tuple[torch.Tensor, torch.Tensor]],
+def merge_lora(weights: dict[str, torch.Tensor],
+               lora: dict[str, tuple[torch.Tensor, torch.Tensor]],
                scale: float) -> None:
     """W += scale * B @ A in float32, in place, for LLaVA-named targets mapped to our names."""
     missing = [t for t in lora if keymap.from_llava(t) not in weights]
@@ -136,7 +142,7 @@ def merge_lora(weights: dict[str, torch.Tensor], lora: dict[str, tuple[torch.Ten
     for target, (a, b) in lora.items():
         key = keymap.from_llava(target)
         w = weights[key]
-        delta = b.float() @ a.float()                                 # [out, r] @ [r, in] = [out, in]
+        delta = b.float() @ a.float()                         # [out, r] @ [r, in] = [out, in]
         if delta.shape != w.shape:
             raise CheckpointError(f"LoRA delta {tuple(delta.shape)} does not fit {key} "
                                   f"{tuple(w.shape)}")
@@ -144,7 +150,9 @@ def merge_lora(weights: dict[str, torch.Tensor], lora: dict[str, tuple[torch.Ten
 
 
 def read_non_lora_trainables(release_dir: str | Path) -> dict[str, torch.Tensor]:
-    """`non_lora_trainables.bin`: `base_model.model.model.{mm_projector,moge_mm_projector_list}.*`."""
+    """`non_lora_trainables.bin`:
+    `base_model.model.model.{mm_projector,moge_mm_projector_list}.*`.
+    """
     path = Path(release_dir) / "non_lora_trainables.bin"
     sd = read_state_dict(path)
     out, unexpected = {}, []

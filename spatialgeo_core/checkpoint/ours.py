@@ -1,7 +1,7 @@
 """Our own format: `config.json` (SpatialGeoConfig) + `model.safetensors` + the tokenizer files.
 
-Loadable from its directory alone. Written atomically: a new directory is filled beside the target and
-renamed into place, so a half-written checkpoint never replaces a good one.
+Loadable from its directory alone. Written atomically: a new directory is filled beside the target
+and renamed into place, so a half-written checkpoint never replaces a good one.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def check_keys(model: torch.nn.Module, tensors: dict[str, torch.Tensor], what: s
         raise KeyMismatchError(what, missing, unexpected, mismatched)
 
 
-def load_weights(model: SpatialGeoForCausalLM, tensors: dict[str, torch.Tensor], what: str) -> None:
+def load_weights(model: SpatialGeoForCausalLM, tensors: dict[str, torch.Tensor],
+                 what: str) -> None:
     check_keys(model, tensors, what)
     model.load_state_dict(tensors, strict=True)
 
@@ -64,8 +65,9 @@ def build_model(cfg: SpatialGeoConfig, tensors: dict[str, torch.Tensor], what: s
 def read_ours(directory: str | Path) -> tuple[SpatialGeoConfig, dict[str, torch.Tensor]]:
     d = Path(directory)
     if not is_ours(d):
-        raise CheckpointError(f"{d} is not a SpatialGeo checkpoint in our format (config.json with "
-                              f"\"format\": \"{FORMAT_NAME}\"); convert it with `spatialgeo convert`")
+        raise CheckpointError(f"{d} is not a SpatialGeo checkpoint in our format "
+                              f"(config.json with \"format\": \"{FORMAT_NAME}\"); "
+                              "convert it with `spatialgeo convert`")
     return SpatialGeoConfig.load(d), read_directory(d)
 
 

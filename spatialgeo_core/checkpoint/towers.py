@@ -1,7 +1,7 @@
 """Tower checkpoints: DINOv2 `vit_model.pt`, MoGe v1 `model.pt`, and a local CLIP directory.
 
-Each reader returns tensors under our module names (`geo_tower.backbone.*`, `clip_tower.vision_model.*`)
-together with the tower config that the tensors imply.
+Each reader returns tensors under our module names (`geo_tower.backbone.*`,
+`clip_tower.vision_model.*`) together with the tower config that the tensors imply.
 """
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.norm1\.weight$")
 
 def geometry_config_from_tensors(sd: dict[str, torch.Tensor], layers: list[int] | None = None,
                                  input_norm: str = "clip") -> GeometryTowerConfig:
-    """The DINOv2 size implied by plain DINOv2 keys. Heads are embed_dim / 64 (all DINOv2 sizes)."""
+    """The DINOv2 size implied by plain DINOv2 keys.
+
+    Heads are embed_dim / 64 (all DINOv2 sizes).
+    """
     for k in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if k not in sd:
             raise KeyMismatchError("DINOv2 backbone", missing=[k])
@@ -59,8 +62,9 @@ def read_vit_model(path: str | Path) -> dict[str, torch.Tensor]:
 def read_moge_v1(path: str | Path) -> dict[str, torch.Tensor]:
     """MoGe v1 `model.pt` ({model_config, model}) -> its DINOv2 backbone under our names.
 
-    MoGe v2 checkpoints are refused: their encoder takes blocks [5, 11, 17, 23] and has other weights,
-    so they would silently give a different model than the released SpatialGeo (reference §5.3).
+    MoGe v2 checkpoints are refused: their encoder takes blocks [5, 11, 17, 23] and has other
+    weights, so they would silently give a different model than the released SpatialGeo
+    (reference §5.3).
     """
     ckpt = read_file(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
@@ -68,14 +72,16 @@ def read_moge_v1(path: str | Path) -> dict[str, torch.Tensor]:
     sd = ckpt["model"]
     if any(k.startswith("encoder.backbone.") for k in sd):
         raise CheckpointError(
-            f"{path} is a MoGe v2 checkpoint (keys 'encoder.backbone.*'). SpatialGeo was trained on the "
-            "MoGe v1 backbone (Ruicheng/moge-vitl): v2 uses blocks [5, 11, 17, 23] and different "
-            "weights, so it cannot stand in for it.")
-    backbone = {strip_prefix(k, "backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
+            f"{path} is a MoGe v2 checkpoint (keys 'encoder.backbone.*'). SpatialGeo was trained "
+            "on the MoGe v1 backbone (Ruicheng/moge-vitl): v2 uses blocks [5, 11, 17, 23] and "
+            "different weights, so it cannot stand in for it.")
+    backbone = {strip_prefix(k, "backbone."): v
+                for k, v in sd.items() if k.startswith("backbone.")}
     if not backbone:
         raise CheckpointError(f"{path} has no 'backbone.*' tensors: not a MoGe v1 checkpoint")
     others = sorted({k.split(".")[0] for k in sd if not k.startswith("backbone.")})
-    log.info("MoGe v1 %s: took %d backbone tensors, left the %s parts", path, len(backbone), others)
+    log.info("MoGe v1 %s: took %d backbone tensors, left the %s parts",
+             path, len(backbone), others)
     return {GEO_PREFIX + k: v for k, v in backbone.items()}
 
 

@@ -1,7 +1,8 @@
 """Builders of tiny checkpoints laid out exactly as the published files (reference §5).
 
-The key names here are written from the reference, independently of spatialgeo_core.checkpoint.keymap, so
-that a wrong mapping in the library fails the tests instead of agreeing with itself.
+The key names here are written from the reference, independently of
+spatialgeo_core.checkpoint.keymap, so that a wrong mapping in the library fails the tests instead
+of agreeing with itself.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def reference_name(ours: str) -> str:
 def source_model(cfg: SpatialGeoConfig, seed: int = 0) -> SpatialGeoForCausalLM:
     torch.manual_seed(seed)
     m = SpatialGeoForCausalLM(cfg).eval()
-    with torch.no_grad():                   # make every tensor non-trivial (LayerScale, biases, ...)
+    with torch.no_grad():               # make every tensor non-trivial (LayerScale, biases, ...)
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     return m
@@ -56,12 +57,13 @@ def _llava_config(cfg: SpatialGeoConfig, model_type: str) -> dict:
         "max_position_embeddings": llm.max_position_embeddings, "rms_norm_eps": llm.rms_norm_eps,
         "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
         "tie_word_embeddings": False, "torch_dtype": "float16",
-        "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_hidden_size": cfg.clip.hidden_size,
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+        "mm_hidden_size": cfg.clip.hidden_size,
         "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "patch", "mm_use_im_start_end": False,
         "mm_use_im_patch_token": False, "image_aspect_ratio": "pad",
     }
-    if model_type == "llava_llama":      # SpatialGeo's own configs carry the later keys (§1.3, §5.5)
+    if model_type == "llava_llama":  # SpatialGeo's own configs carry the later keys (§1.3, §5.5)
         d.update({"mm_patch_merge_type": "flat", "tokenizer_model_max_length": cfg.max_length,
                   "tokenizer_padding_side": "right", "mm_projector_lr": 2e-5,
                   "moge_mm_projector_list_lr": 2e-5, "use_mm_proj": True,
@@ -83,11 +85,13 @@ def _save_sharded(d: Path, tensors: dict[str, torch.Tensor], n_shards: int = 2) 
 
 
 def write_clip_dir(d: Path, model: SpatialGeoForCausalLM) -> Path:
-    """A local `clip-vit-large-patch14-336`-style directory: a full CLIPModel checkpoint (vision and
-    text halves, projections, logit_scale) with `vision_model.*` keys, as the openai repo stores it."""
+    """A local `clip-vit-large-patch14-336`-style directory: a full CLIPModel checkpoint (vision
+    and text halves, projections, logit_scale) with `vision_model.*` keys, as the openai repo
+    stores it."""
     d.mkdir(parents=True, exist_ok=True)
     c = model.cfg.clip
-    sd = {"vision_model." + k: v.clone() for k, v in model.clip_tower.vision_model.state_dict().items()}
+    sd = {"vision_model." + k: v.clone()
+          for k, v in model.clip_tower.vision_model.state_dict().items()}
     sd["text_model.embeddings.token_embedding.weight"] = torch.randn(49408 // 64, 16)
     sd["text_model.final_layer_norm.weight"] = torch.ones(16)
     sd["visual_projection.weight"] = torch.randn(8, c.hidden_size)
@@ -115,7 +119,9 @@ def write_vit_model(path: Path, model: SpatialGeoForCausalLM) -> Path:
 
 
 def write_moge(path: Path, model: SpatialGeoForCausalLM, version: int = 1) -> Path:
-    """MoGe `model.pt`: {model_config, model}; v1 keys `backbone.*` + head, v2 `encoder.backbone.*`."""
+    """MoGe `model.pt`: {model_config, model}; v1 keys `backbone.*` + head, v2
+    `encoder.backbone.*`.
+    """
     plain = dinov2_plain(model)
     if version == 1:
         sd = {"backbone." + k: v for k, v in plain.items()}

@@ -48,7 +48,8 @@ def pieces(tmp_path_factory, src):
                             src.cfg)
     return {"base": base, "release": release, "clip": write_clip_dir(d / "clip", src),
             "vit": write_vit_model(d / "vit_model.pt", src),
-            "moge1": write_moge(d / "moge_v1.pt", src, 1), "moge2": write_moge(d / "moge_v2.pt", src, 2),
+            "moge1": write_moge(d / "moge_v1.pt", src, 1),
+            "moge2": write_moge(d / "moge_v2.pt", src, 2),
             "merged": write_merged(d / "merged", src), "dir": d}
 
 
@@ -85,7 +86,8 @@ def test_route_b_merged_ignores_second_clip_and_says_so(pieces, src, caplog):
 
 def test_merged_config_type_llava_llama_and_base_type_llava_both_accepted(pieces):
     assert json.loads((pieces["base"] / "config.json").read_text())["model_type"] == "llava"
-    assert json.loads((pieces["merged"] / "config.json").read_text())["model_type"] == "llava_llama"
+    assert (json.loads((pieces["merged"] / "config.json").read_text())["model_type"]
+            == "llava_llama")
 
 
 def test_renamed_key_fails_naming_it(pieces, tmp_path, src):
@@ -114,7 +116,8 @@ def test_missing_lora_half_and_missing_non_lora_key_fail(pieces, tmp_path):
     nl = torch.load(rel / "non_lora_trainables.bin", weights_only=True)
     nl.pop("base_model.model.model.moge_mm_projector_list.2.0.bias")
     torch.save(nl, rel / "non_lora_trainables.bin")
-    asm = assemble(pieces["base"], release_dir=rel, vit_path=pieces["vit"], clip_dir=pieces["clip"])
+    asm = assemble(pieces["base"], release_dir=rel, vit_path=pieces["vit"],
+                   clip_dir=pieces["clip"])
     with pytest.raises(KeyMismatchError, match=r"geo_adapter\.2\.0\.bias"):
         build_model(asm.config, asm.tensors, "missing adapter key")
 
@@ -176,7 +179,8 @@ def test_save_is_atomic_and_keeps_the_old_checkpoint(tmp_path, src):
     d = save_ours(tmp_path / "m", src.cfg, src.state_dict(), tokenizer_dir=None)
     before = (d / "model.safetensors").read_bytes()
     with pytest.raises(CheckpointError, match="no-such-tokenizer"):
-        save_ours(tmp_path / "m", src.cfg, src.state_dict(), tokenizer_dir=tmp_path / "no-such-tokenizer")
+        save_ours(tmp_path / "m", src.cfg, src.state_dict(),
+                  tokenizer_dir=tmp_path / "no-such-tokenizer")
     shared = dict(src.state_dict())
     shared["extra.alias"] = shared["llm.model.norm.weight"]       # shares storage: refused
     with pytest.raises(CheckpointError, match="cannot write weights"):
@@ -185,7 +189,7 @@ def test_save_is_atomic_and_keeps_the_old_checkpoint(tmp_path, src):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
-# ---- real size, on the meta device ---------------------------------------------------------------
+# ---- real size, on the meta device --------------------------------------------------------------
 def _reference_keys_real_size():
     """Reference §5.1 C (less the second CLIP copy), written out from the text."""
     keys = {"model.embed_tokens.weight": (32000, 4096), "model.norm.weight": (4096,),

@@ -1,4 +1,6 @@
-"""The architecture: token layout, hierarchical adapter, dropping, and reference implementations."""
+"""The architecture: token layout, hierarchical adapter, dropping, and reference
+implementations.
+"""
 import dataclasses
 
 import pytest
@@ -15,7 +17,8 @@ from spatialgeo_core.model import IGNORE_INDEX, SpatialGeoForCausalLM, causal_lm
 def _batch(cfg, n_text=6, seed=0, batch=1):
     g = torch.Generator().manual_seed(seed)
     px = torch.randn(batch, 3, cfg.clip.image_size, cfg.clip.image_size, generator=g)
-    ids = torch.randint(3, cfg.llm.vocab_size, (batch, n_text + cfg.num_visual_tokens), generator=g)
+    ids = torch.randint(3, cfg.llm.vocab_size, (batch, n_text + cfg.num_visual_tokens),
+                        generator=g)
     ids[:, 2:2 + cfg.num_visual_tokens] = cfg.image_token_id
     return px, ids
 
@@ -159,8 +162,10 @@ def test_dinov2_blocks_equal_transformers_dinov2():
             h + "layer_scale1.lambda1": sd[p + "ls1.gamma"],
             h + "layer_scale2.lambda1": sd[p + "ls2.gamma"],
             h + "norm2.weight": sd[p + "norm2.weight"], h + "norm2.bias": sd[p + "norm2.bias"],
-            h + "mlp.fc1.weight": sd[p + "mlp.fc1.weight"], h + "mlp.fc1.bias": sd[p + "mlp.fc1.bias"],
-            h + "mlp.fc2.weight": sd[p + "mlp.fc2.weight"], h + "mlp.fc2.bias": sd[p + "mlp.fc2.bias"],
+            h + "mlp.fc1.weight": sd[p + "mlp.fc1.weight"],
+            h + "mlp.fc1.bias": sd[p + "mlp.fc1.bias"],
+            h + "mlp.fc2.weight": sd[p + "mlp.fc2.weight"],
+            h + "mlp.fc2.bias": sd[p + "mlp.fc2.bias"],
         })
     hf.load_state_dict(new, strict=True)
     x = torch.randn(2, 3, 56, 56)
@@ -267,7 +272,8 @@ def test_text_only_samples_touch_every_adapter_with_zero_weight():
     labels = ids.clone()
     out = m(ids, px, labels=labels, image_used=torch.tensor([False, False]))
     out["loss"].backward()
-    for name, p in list(m.clip_adapter.named_parameters()) + list(m.geo_adapter.named_parameters()):
+    for name, p in (list(m.clip_adapter.named_parameters())
+                    + list(m.geo_adapter.named_parameters())):
         assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name
 
 

@@ -76,7 +76,8 @@ def test_greedy_is_reproducible_and_sampling_is_seeded(tiny_pipeline):
 def test_regions_change_the_image_and_are_validated(tiny_pipeline):
     img = _image(4)
     f = tiny_pipeline.encode(img)
-    r = [Region(box=(5, 5, 40, 30)), Region(mask=np.pad(np.ones((10, 10), bool), ((40, 22), (50, 36))))]
+    r = [Region(box=(5, 5, 40, 30)),
+         Region(mask=np.pad(np.ones((10, 10), bool), ((40, 22), (50, 36))))]
     a = tiny_pipeline.answer(f, "How far is Region [0] from Region [1]?", regions=r, options=OPTS)
     assert len(f.visual) == 2                                        # plain + marked image
     assert not torch.equal(*f.visual.values())
@@ -129,8 +130,8 @@ def test_cli_ask_json(tiny_dir, tmp_path, capsys):
     Image.fromarray(_image(7)).save(img)
     logits = tmp_path / "logits.safetensors"
     rc = main(["ask", "--model-path", str(tiny_dir), "--image", str(img), "--question",
-               "How far is Region [0]?", "--region", "1,1,30,30", "--json", "--max-new-tokens", "5",
-               "--save-logits", str(logits)])
+               "How far is Region [0]?", "--region", "1,1,30,30", "--json",
+               "--max-new-tokens", "5", "--save-logits", str(logits)])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert {"answer", "input_ids", "output_ids", "num_visual_tokens", "timings_ms"} <= set(out)
@@ -146,7 +147,8 @@ def test_cli_bad_image_is_exit_2(tiny_dir, tmp_path, capsys):
     from spatialgeo_core.cli import main
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG garbage")
-    assert main(["ask", "--model-path", str(tiny_dir), "--image", str(bad), "--question", "x"]) == 2
+    assert main(["ask", "--model-path", str(tiny_dir), "--image", str(bad),
+                 "--question", "x"]) == 2
     assert "cannot read image" in capsys.readouterr().err
 
 

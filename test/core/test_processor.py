@@ -71,7 +71,8 @@ def test_v1_labels_supervise_only_answers(tok):
 
 def test_plain_template_supervises_caption(tok):
     proc = Processor(tiny(vocab_size=tok.vocab_size), tok)
-    conv = [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "A red cube"}]
+    conv = [{"from": "human", "value": "<image>\nDescribe."},
+            {"from": "gpt", "value": "A red cube"}]
     enc = proc.training_example(conv, get_template("plain"), has_image=True)
     sup = [t for t, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != IGNORE_INDEX]
     assert tok.decode(sup).strip() == "A red cube"

@@ -1,0 +1,392 @@
+"""spatialgeo_node: a ROS 2 lifecycle node that answers spatial questions about camera frames.
+
+The only module that imports rclpy. Everything it decides is in plain-Python modules tested
+without ROS: parameters (params.py), message conversions (conversions.py), validation, frame
+selection, the bounded queue, timeouts and statuses (service_logic.py, spatialgeo_core.frames).
+
+Lifecycle:
+- configure: read parameters, load the pipeline (a failure is a logged FAILURE transition),
+  subscribe the cameras, create the `answers` publisher.
+- activate: serve. Before that, and when inactive, queries get MODEL_NOT_READY.
+- deactivate: stop serving; running requests finish.
+- cleanup / shutdown: stop the worker, drop frames and features, release the model (GPU memory).
+
+Topics, relative so launch remaps them: per camera `image` (sensor_msgs/Image, or CompressedImage
+with cameras.transport=compressed) and `camera_info`; `answers` (SpatialAnswer) out;
+/diagnostics (diagnostic_msgs). Service `spatial_query` (SpatialQuery), action
+`spatial_query_stream` (SpatialQueryStream).
+
+Threads: camera callbacks run in their own callback group and only store the message (decoding
+happens later, on the inference worker, for the frames asked about). Queries run in a reentrant
+group on a multi-threaded executor and wait for the queue's single inference worker; the
+executor has query.max_pending + 4 threads (read at start), so admitted requests can never take
+the threads that camera callbacks, BUSY replies and diagnostics need.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import time
+from functools import partial
+
+import rclpy
+from cv_bridge import CvBridge, CvBridgeError
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+)
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from spatialgeo_core.errors import InvalidImageError
+from spatialgeo_ros.action import SpatialQueryStream
+from spatialgeo_ros.conversions import (
+    decoded_to_rgb,
+    fill_result,
+    image_to_rgb,
+    request_from_msg,
+    set_duration,
+    stamp_to_ns,
+)
+from spatialgeo_ros.msg import SpatialAnswer
+from spatialgeo_ros.params import (
+    PARAMS,
+    ModelParams,
+    NodeParams,
+    ParamSpec,
+    camera_topics,
+    params_from_values,
+    resolve_device,
+)
+from spatialgeo_ros.service_logic import (
+    ModelState,
+    QueryOutcome,
+    QueryService,
+    Status,
+    build_diagnostics,
+    outcome_for_exception,
+)
+from spatialgeo_ros.srv import SpatialQuery
+
+NODE_NAME = "spatialgeo_node"
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+
+_PARAM_TYPES = {
+    "bool": ParameterType.PARAMETER_BOOL,
+    "int": ParameterType.PARAMETER_INTEGER,
+    "float": ParameterType.PARAMETER_DOUBLE,
+    "str": ParameterType.PARAMETER_STRING,
+    "str_array": ParameterType.PARAMETER_STRING_ARRAY,
+}
+_DIAG_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN,
+                "ERROR": DiagnosticStatus.ERROR}
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The ParameterDescriptor of one entry of params.PARAMS."""
+    desc = ParameterDescriptor(
+        name=spec.name, type=_PARAM_TYPES[spec.kind], description=spec.description,
+        additional_constraints=spec.constraints_text())
+    if spec.kind == "int" and spec.min is not None and spec.max is not None:
+        desc.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max),
+                                           step=1)]
+    elif spec.kind == "float" and spec.min is not None and spec.max is not None:
+        desc.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+    return desc
+
+
+class SpatialGeoNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._param_errors: list[str] = []
+        for spec in PARAMS:
+            self._declare(spec)
+        self._bridge = CvBridge()
+        self._params: NodeParams | None = None
+        self._pipeline = None
+        self._service: QueryService | None = None
+        self._model_state = ModelState.UNLOADED
+        self._model_detail = ""
+        self._device = ""
+        self._camera_subs = []
+        self._answers_pub = None
+        self._zero_stamp_warned: set[str] = set()
+        self._camera_info: dict[str, CameraInfo] = {}   # latest per camera
+
+        self._camera_group = MutuallyExclusiveCallbackGroup()
+        self._query_group = ReentrantCallbackGroup()
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        # Served in every state, so a client never waits on a missing service: MODEL_NOT_READY
+        # until the node is active.
+        self._query_srv = self.create_service(
+            SpatialQuery, "spatial_query", self._on_query, callback_group=self._query_group)
+        self._action_server = ActionServer(
+            self, SpatialQueryStream, "spatial_query_stream",
+            execute_callback=self._on_stream_goal, goal_callback=self._on_goal_request,
+            cancel_callback=self._on_cancel_request, callback_group=self._query_group)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        period = self.get_parameter("output.diagnostics_period").value
+        self._diag_timer = self.create_timer(
+            float(period), self._publish_diagnostics, callback_group=self._diag_group)
+        pending = self.get_parameter("query.max_pending").value
+        self.executor_threads = max(8, int(pending) + 4)
+
+    def _declare(self, spec: ParamSpec) -> None:
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        try:
+            self.declare_parameter(spec.name, default, descriptor(spec))
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            # A bad override (wrong type, out of range) must not crash the process: keep the
+            # default and fail the configure transition with this message.
+            self._param_errors.append(f"{spec.name}: {exc}")
+            self.declare_parameter(spec.name, default, descriptor(spec), ignore_override=True)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        if self._param_errors:
+            log.error("configure failed: invalid parameters: " + "; ".join(self._param_errors))
+            return FAILURE
+        try:
+            params = params_from_values(
+                {spec.name: self.get_parameter(spec.name).value for spec in PARAMS})
+        except ValueError as exc:
+            log.error(f"configure failed: {exc}")
+            return FAILURE
+        self._model_state, self._model_detail = ModelState.LOADING, ""
+        where = params.model.path or "the embedded default model"
+        t0 = time.monotonic()
+        try:
+            pipeline, device = self._load_pipeline(params.model)
+        except Exception as exc:  # any load failure is a failed transition, never a crash
+            self._model_state = ModelState.FAILED
+            self._model_detail = f"{type(exc).__name__}: {exc}"
+            log.error(f"configure failed: cannot load {where}: {self._model_detail}")
+            return FAILURE
+        self._pipeline, self._device, self._params = pipeline, device, params
+        self._model_state = ModelState.LOADED
+        # Raw images: conversions.image_to_rgb, not cv_bridge's imgmsg_to_cv2, whose Python
+        # passthrough misreads rows when `step` is not a multiple of the pixel size and calls
+        # ndarray.newbyteorder (gone in NumPy 2) on big-endian data. Compressed: cv_bridge.
+        decode = (self._decode_compressed if params.cameras.transport == "compressed"
+                  else image_to_rgb)
+        try:
+            self._service = QueryService(
+                pipeline, params.cameras.names, params.frames, params.query,
+                params.cameras.buffer_size, decode=decode)
+            self._subscribe_cameras(params)
+            self._answers_pub = self.create_lifecycle_publisher(SpatialAnswer, "answers", 10)
+        except Exception as exc:  # e.g. an invalid topic name: fail the transition, free the model
+            log.error(f"configure failed: {type(exc).__name__}: {exc}")
+            self.release_resources()
+            return FAILURE
+        log.info(f"configured: {where} loaded on {device} in {time.monotonic() - t0:.1f} s; "
+                 f"cameras: {', '.join(params.cameras.names)}")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._service.start()
+        self.get_logger().info("active: serving spatial_query and spatial_query_stream")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._service.pause("the node is inactive: activate it to serve queries")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release_resources()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release_resources()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error in lifecycle state {state.label}: releasing the model")
+        self.release_resources()
+        return SUCCESS
+
+    def _load_pipeline(self, model: ModelParams):
+        from spatialgeo_core.pipeline import SpatialGeoPipeline
+
+        device = resolve_device(model.device)
+        pipeline = SpatialGeoPipeline.from_pretrained(
+            model.path or None, device=device, load_4bit=model.load_4bit,
+            load_8bit=model.load_8bit, attn_implementation=model.attn_implementation,
+            dtype=None if model.dtype == "auto" else model.dtype)
+        return pipeline, device
+
+    def _subscribe_cameras(self, params: NodeParams) -> None:
+        qos = qos_profile_sensor_data if params.cameras.qos == "sensor_data" else QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        image_type = CompressedImage if params.cameras.transport == "compressed" else Image
+        for camera, (image_topic, info_topic) in camera_topics(params.cameras.names).items():
+            self._camera_subs.append(self.create_subscription(
+                image_type, image_topic, partial(self._on_image, camera), qos,
+                callback_group=self._camera_group))
+            self._camera_subs.append(self.create_subscription(
+                CameraInfo, info_topic, partial(self._on_camera_info, camera), qos,
+                callback_group=self._camera_group))
+
+    def release_resources(self, ros_entities: bool = True) -> None:
+        """Unsubscribe (unless the context is already gone: ros_entities False), stop the
+        worker, drop frames and features, release the model."""
+        if ros_entities:
+            for sub in self._camera_subs:
+                self.destroy_subscription(sub)
+            if self._answers_pub is not None:
+                self.destroy_lifecycle_publisher(self._answers_pub)
+        self._camera_subs = []
+        self._answers_pub = None
+        service, self._service = self._service, None
+        if service is not None and not service.close(timeout=10.0):
+            self.get_logger().warning("the inference worker did not stop within 10 s")
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.release()
+            del pipeline
+            gc.collect()
+            self.get_logger().info("model released")
+        self._model_state = ModelState.UNLOADED
+
+    # ---- camera callbacks: store and return ----------------------------------------------------
+    def _on_image(self, camera: str, msg) -> None:
+        service = self._service
+        if service is None or camera not in service.buffers:
+            return
+        stamp = stamp_to_ns(msg.header.stamp)
+        if stamp == 0:
+            if camera not in self._zero_stamp_warned:
+                self._zero_stamp_warned.add(camera)
+                self.get_logger().warning(
+                    f"camera {camera!r} publishes zero stamps: using the receive time instead")
+            stamp = self.get_clock().now().nanoseconds
+        service.add_frame(camera, stamp, msg, msg.header.frame_id)
+
+    def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
+        self._camera_info[camera] = msg
+
+    def _decode_compressed(self, msg):
+        try:
+            return decoded_to_rgb(self._bridge.compressed_imgmsg_to_cv2(msg, "passthrough"))
+        except CvBridgeError as exc:
+            raise InvalidImageError(f"cv_bridge cannot decode {msg.format!r}: {exc}") from exc
+
+    # ---- queries -----------------------------------------------------------------------------
+    def _answer(self, msg, on_partial=None, is_cancelled=None) -> QueryOutcome:
+        """validate -> convert -> core -> convert -> status; never raises."""
+        service = self._service
+        if service is None:
+            detail = {ModelState.FAILED: f"the model failed to load: {self._model_detail}",
+                      ModelState.LOADING: "the model is loading"}.get(
+                self._model_state, "the node is not configured: configure and activate it")
+            return QueryOutcome(Status.MODEL_NOT_READY, detail)
+        try:
+            request = request_from_msg(msg)
+        except Exception as exc:  # a malformed request is a status, never an escaped exception
+            return outcome_for_exception(exc)
+        return service.handle(request, self.get_clock().now().nanoseconds,
+                              on_partial=on_partial, is_cancelled=is_cancelled)
+
+    def _on_query(self, request, response):
+        outcome = self._answer(request)
+        fill_result(response, outcome)
+        self._publish_answer(request, outcome)
+        return response
+
+    def _on_goal_request(self, goal_request) -> GoalResponse:
+        return GoalResponse.ACCEPT     # every goal ends with a status, BUSY included
+
+    def _on_cancel_request(self, goal_handle) -> CancelResponse:
+        return CancelResponse.ACCEPT
+
+    def _on_stream_goal(self, goal_handle):
+        t0 = time.monotonic()
+
+        def on_partial(text: str) -> None:
+            feedback = SpatialQueryStream.Feedback()
+            feedback.partial_answer = text
+            set_duration(feedback.elapsed, time.monotonic() - t0)
+            goal_handle.publish_feedback(feedback)
+
+        outcome = self._answer(goal_handle.request, on_partial,
+                               lambda: goal_handle.is_cancel_requested)
+        result = SpatialQueryStream.Result()
+        fill_result(result, outcome)
+        if outcome.status == Status.CANCELLED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif outcome.ok:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        self._publish_answer(goal_handle.request, outcome)
+        return result
+
+    def _publish_answer(self, request, outcome: QueryOutcome) -> None:
+        pub, params = self._answers_pub, self._params
+        service = self._service
+        if pub is None or params is None or not params.output.publish_answers:
+            return
+        if service is None or not service.serving:
+            return
+        msg = SpatialAnswer()
+        fill_result(msg, outcome)
+        msg.camera = outcome.camera
+        msg.question = request.question
+        msg.num_regions = len(request.regions)
+        try:
+            pub.publish(msg)
+        except Exception as exc:  # e.g. destroyed by a concurrent cleanup; the reply still goes
+            self.get_logger().warning(f"could not publish on answers: {exc}")
+
+    # ---- diagnostics ---------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        try:
+            pipeline = self._pipeline
+            memory = pipeline.memory_stats() if pipeline is not None else {}
+            report = build_diagnostics(self._service, self._model_state,
+                                       self.get_clock().now().nanoseconds, memory,
+                                       detail=self._model_detail)
+        except Exception as exc:  # diagnostics must not take the node down
+            self.get_logger().warning(f"diagnostics failed: {type(exc).__name__}: {exc}")
+            return
+        status = DiagnosticStatus(
+            level=_DIAG_LEVELS[report.level], name=f"{self.get_fully_qualified_name()}: queries",
+            message=report.message, hardware_id=self._device or "none",
+            values=[KeyValue(key=k, value=v) for k, v in report.values])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+
+def main(args: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    rclpy.init(args=args)
+    node = SpatialGeoNode()
+    executor = MultiThreadedExecutor(num_threads=node.executor_threads)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release_resources(ros_entities=False)    # the context may be shut down already
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The ROS 2 package: package.xml (catkin_pkg), its dependencies, CMakeLists.txt, the launch file,
+the executable, and the ROS-free layering of the plain-Python modules."""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from spatialgeo_ros.params import PARAMS
+
+# import name -> the package.xml key that provides it
+IMPORT_KEYS = {
+    "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "sensor_msgs": "sensor_msgs",
+    "std_msgs": "std_msgs", "builtin_interfaces": "builtin_interfaces",
+    "diagnostic_msgs": "diagnostic_msgs", "lifecycle_msgs": "lifecycle_msgs",
+    "action_msgs": "action_msgs", "cv_bridge": "cv_bridge", "launch": "launch",
+    "launch_ros": "launch_ros", "ament_index_python": "ament_index_python",
+    "numpy": "python3-numpy", "PIL": "python3-pil", "yaml": "python3-yaml",
+    "torch": "python3-torch",
+}
+# setup.py install_requires -> package.xml key; None: no rosdep key, installed with pip (the
+# README says so and package.xml names them in a comment)
+REQUIREMENT_KEYS = {
+    "torch": "python3-torch", "transformers": "python3-transformers-pip",
+    "safetensors": None, "sentencepiece": None, "protobuf": "python3-protobuf",
+    "numpy": "python3-numpy", "pillow": "python3-pil", "pyyaml": "python3-yaml",
+    "tqdm": "python3-tqdm",
+}
+ROS_MODULES = {"rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "builtin_interfaces",
+               "diagnostic_msgs", "lifecycle_msgs", "action_msgs", "cv_bridge", "launch",
+               "launch_ros", "ament_index_python", "rosidl_runtime_py"}
+OWN = {"spatialgeo_core", "spatialgeo_ros"}
+
+
+@pytest.fixture(scope="module")
+def package(repo):
+    from catkin_pkg.package import parse_package
+
+    pkg = parse_package(str(repo / "package.xml"))
+    pkg.validate()
+    return pkg
+
+
+def runtime_keys(pkg) -> set[str]:
+    return {d.name for d in pkg.exec_depends} | {d.name for d in pkg.build_export_depends}
+
+
+def imported_top_level(path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def ros_side_files(repo):
+    return (sorted((repo / "spatialgeo_ros").glob("*.py"))
+            + sorted((repo / "launch").glob("*.py")) + [repo / "scripts" / "spatialgeo_node"])
+
+
+def test_package_xml_is_valid(package):
+    assert package.name == "spatialgeo_ros"
+    assert package.package_format == 3
+    assert package.get_build_type() == "ament_cmake"
+    assert {"ament_cmake", "ament_cmake_python", "rosidl_default_generators"} <= {
+        d.name for d in package.buildtool_depends}
+    assert "rosidl_interface_packages" in {g.name for g in package.member_of_groups}
+    assert "rosidl_default_runtime" in runtime_keys(package)
+    assert package.licenses and package.maintainers
+
+
+def test_every_import_of_the_ros_side_is_declared(repo, package):
+    declared = runtime_keys(package)
+    for path in ros_side_files(repo):
+        for name in imported_top_level(path) - OWN - set(sys.stdlib_module_names):
+            assert name in IMPORT_KEYS, f"{path.name} imports {name}: add it to IMPORT_KEYS"
+            assert IMPORT_KEYS[name] in declared, (
+                f"{path.name} imports {name}; package.xml lacks <exec_depend>"
+                f"{IMPORT_KEYS[name]}</exec_depend>")
+
+
+def test_spatialgeo_core_requirements_are_declared(repo, package):
+    setup = ast.parse((repo / "setup.py").read_text())
+    requires = next(kw.value for node in ast.walk(setup) if isinstance(node, ast.Call)
+                    for kw in node.keywords if kw.arg == "install_requires")
+    names = {re.split(r"[<>=!~ \[]", ast.literal_eval(r))[0].lower()
+             for r in requires.elts}
+    xml = (repo / "package.xml").read_text()
+    for name in names:
+        assert name in REQUIREMENT_KEYS, f"setup.py requires {name}: map it to a rosdep key"
+        key = REQUIREMENT_KEYS[name]
+        if key is None:
+            assert name in xml, f"{name} has no rosdep key: say so in a package.xml comment"
+        else:
+            assert key in runtime_keys(package), f"package.xml lacks {key} (for {name})"
+
+
+def test_interface_dependencies_are_declared(repo, package):
+    used = set()
+    for folder in ("msg", "srv", "action"):
+        for path in (repo / folder).glob("*"):
+            used |= set(re.findall(r"^\s*([a-z_]+)/[A-Z]\w*", path.read_text(), re.M))
+    used -= {"spatialgeo_ros"}
+    assert used == {"std_msgs", "sensor_msgs", "builtin_interfaces"}
+    build = {d.name for d in package.build_depends}
+    cmake = (repo / "CMakeLists.txt").read_text()
+    deps_line = re.search(r"DEPENDENCIES ([^\n)]*)", cmake).group(1).split()
+    for dep in used:
+        assert dep in build and dep in runtime_keys(package), dep
+        assert dep in deps_line and f"find_package({dep} REQUIRED)" in cmake, dep
+    assert "action_msgs" in build | runtime_keys(package)       # rosidl needs it for actions
+
+
+def test_cmake_installs_the_package_the_working_way(repo):
+    cmake = (repo / "CMakeLists.txt").read_text()
+    assert re.search(r"^project\(spatialgeo_ros\)", cmake, re.M)
+    assert "rosidl_generate_interfaces(${PROJECT_NAME}" in cmake
+    assert "ament_python_install_package(spatialgeo_core)" in cmake
+    # our modules go into the generated Python package; our __init__.py must not replace its
+    assert re.search(r'install\(DIRECTORY spatialgeo_ros/\s+DESTINATION "\$\{_python_install_dir'
+                     r'\}/\$\{PROJECT_NAME\}"', cmake)
+    assert 'PATTERN "__init__.py" EXCLUDE' in cmake
+    assert "ament_python_install_package(${PROJECT_NAME}" not in cmake   # rosidl_python#141
+    assert "install(PROGRAMS scripts/spatialgeo_node" in cmake
+    assert "DESTINATION lib/${PROJECT_NAME}" in cmake
+    assert re.search(r"install\(DIRECTORY launch\s+DESTINATION share/\$\{PROJECT_NAME\}", cmake)
+    assert "ament_package()" in cmake.splitlines()[-1]
+
+
+def test_executable_script(repo):
+    script = repo / "scripts" / "spatialgeo_node"
+    assert script.read_text().startswith("#!/usr/bin/env python3\n")
+    assert os.access(script, os.X_OK), "chmod +x scripts/spatialgeo_node (git keeps the mode)"
+    assert "from spatialgeo_ros.node import main" in script.read_text()
+
+
+def test_our_init_stays_empty(repo):
+    assert (repo / "spatialgeo_ros" / "__init__.py").read_text().strip() == ""
+
+
+def _launch_arguments(repo):
+    tree = ast.parse((repo / "launch" / "bringup.launch.py").read_text())
+    table = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                 and node.targets[0].id == "ARGUMENTS")
+    return {entry.elts[0].value: entry.elts[2] for entry in table.elts}
+
+
+def test_launch_file_declares_the_described_arguments(repo):
+    args = _launch_arguments(repo)
+    assert set(args) == {"namespace", "params_file", "model_path", "load_4bit", "device",
+                         "image_topic", "camera_info_topic", "use_sim_time", "log_level",
+                         "autostart"}
+    for name, description in args.items():
+        assert isinstance(description, ast.Constant) and len(description.value) > 10, name
+    text = (repo / "launch" / "bringup.launch.py").read_text()
+    assert "DeclareLaunchArgument(name, default_value=default, description=description)" in text
+    assert '"spatialgeo_params.yaml"' in text and "LifecycleNode(" in text
+    assert "TRANSITION_CONFIGURE" in text and "TRANSITION_ACTIVATE" in text
+
+
+def test_the_node_declares_every_parameter_from_the_table(repo):
+    node = (repo / "spatialgeo_ros" / "node.py").read_text()
+    assert "for spec in PARAMS:" in node and "self._declare(spec)" in node
+    assert len(PARAMS) >= 20
+
+
+def test_plain_modules_import_without_ros():
+    code = ("import sys\n"
+            "import spatialgeo_core.frames, spatialgeo_ros.params, spatialgeo_ros.conversions\n"
+            "import spatialgeo_ros.service_logic\n"
+            f"ros = set({sorted(ROS_MODULES)!r})\n"
+            "bad = sorted({m.split('.')[0] for m in sys.modules} & ros)\n"
+            "assert not bad, bad\n"
+            "assert 'torch' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_node_is_the_only_module_that_imports_rclpy(repo):
+    for path in ros_side_files(repo):
+        if path.name in ("node.py", "bringup.launch.py", "spatialgeo_node"):
+            continue
+        assert not imported_top_level(path) & ROS_MODULES, path.name
+    assert not imported_top_level(repo / "spatialgeo_core" / "frames.py") & ROS_MODULES
