@@ -15,7 +15,8 @@ from spatialgeo_core.errors import SpatialGeoError
 from spatialgeo_core.optional import available
 
 # modules with `add_parsers(subparsers)`: `spatialgeo train`, `spatialgeo eval-bag`, ...
-_COMMAND_MODULES = ("spatialgeo_core.training.cli", "spatialgeo_core.eval.cli")
+_COMMAND_MODULES = ("spatialgeo_core.training.cli", "spatialgeo_core.eval.cli",
+                    "spatialgeo_core.synthetic.cli")
 
 log = logging.getLogger("spatialgeo")
 
