@@ -47,7 +47,8 @@ class StaleFrameError(FrameSelectionError):
 
 def seconds(ns: int) -> str:
     """'12.345678901 s' for a nanosecond stamp, for messages."""
-    return f"{ns / NS_PER_S:.9f} s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    return f"{sign}{ns // NS_PER_S}.{ns % NS_PER_S:09d} s"     # exact: no float rounding
 
 
 @dataclass(frozen=True)

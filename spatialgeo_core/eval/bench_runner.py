@@ -1,0 +1,270 @@
+"""`spatialgeo eval-bench`: SpatialRGPT-Bench answered by the pipeline, scored and reported.
+
+Protocol (reference §7, §9.25-9.26): each item's regions (COCO RLE masks, or their boxes when an
+RLE cannot be decoded) are drawn on the image with the core's set-of-marks rendering
+(spatialgeo_core.regions) and the item's `text_q`, whose "Region [i]" names match the marks and
+the reference answers, is asked with greedy decoding. No format hint is added to the prompt.
+
+Sharding: under torchrun (RANK and WORLD_SIZE set) rank r answers the items i with
+i % WORLD_SIZE == r into results.rank{r}.jsonl. After a barrier (a gloo process group when
+MASTER_ADDR/MASTER_PORT are set, as torchrun does; otherwise rank 0 polls the rank files until
+every item has a record) rank 0 merges them into results.jsonl (one record per item, in the
+file's order), removes the rank files and writes metrics.json and report.md. A single process
+writes results.jsonl directly. --resume reads results.jsonl and every rank file, so a run can be
+resumed with a different number of processes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+from spatialgeo_core.errors import InvalidImageError, SpatialGeoError
+from spatialgeo_core.eval.bench_format import BenchFormatError, BenchItem, parse_bench_item
+from spatialgeo_core.eval.runner import (
+    RESULTS_FILE,
+    EvalRunError,
+    ResultsWriter,
+    answer_fields,
+    answer_with_regions,
+    check_out_dir,
+    encode_image,
+    finalize,
+    is_ok,
+    merge_results,
+    ordered_records,
+    progress_bar,
+    read_results,
+    result_record,
+    run_info_common,
+    write_results,
+)
+from spatialgeo_core.types import GenerationOptions
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.5
+_RANK_FILE = re.compile(r"results\.rank(\d+)\.jsonl")
+IMAGE_CACHE = 1        # images whose features are kept (the items of one image are usually
+                       # consecutive; each kept region set also keeps its prompt's KV cache)
+
+
+@dataclass(frozen=True)
+class BenchEntry:
+    """One item of the annotation file, parsed, or the error that kept it from parsing."""
+
+    index: int
+    id: str                                   # str of the item's id (records keep the original)
+    item: BenchItem | None = None
+    error: BenchFormatError | None = None
+
+
+def rank_file(out_dir: Path, rank: int) -> Path:
+    return Path(out_dir) / f"results.rank{rank}.jsonl"
+
+
+def _rank_files(out_dir: Path) -> dict[int, Path]:
+    """rank -> results.rank{rank}.jsonl, for the rank files in out_dir."""
+    found = {}
+    for path in Path(out_dir).glob("results.rank*.jsonl"):
+        m = _RANK_FILE.fullmatch(path.name)
+        if m:
+            found[int(m.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def shard_env() -> tuple[int, int]:
+    """(rank, world size) from torchrun's RANK / WORLD_SIZE; (0, 1) without them."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError as exc:
+        raise EvalRunError(f"RANK / WORLD_SIZE must be integers: {exc}") from exc
+    if world < 1 or not 0 <= rank < world:
+        raise EvalRunError(f"RANK {rank} must lie in [0, WORLD_SIZE {world})")
+    return rank, world
+
+
+def shard_device(device: str) -> str:
+    """'cuda' becomes 'cuda:LOCAL_RANK' under torchrun, so each rank takes its own GPU."""
+    local = os.environ.get("LOCAL_RANK")
+    if device == "cuda" and local is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(local)}"
+    return device
+
+
+def load_bench(path: str | Path, limit: int | None = None) -> list[BenchEntry]:
+    """The items of a SpatialRGPT-Bench JSON file. A malformed item becomes an entry with its
+    error (recorded, not fatal); a file that is not a JSON list raises BenchFormatError."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchFormatError(f"annotation file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BenchFormatError(f"cannot read {path} as JSON: {exc}") from exc
+    if not isinstance(data, list):
+        raise BenchFormatError(f"{path} must hold a JSON list of items, got "
+                               f"{type(data).__name__}")
+    if limit is not None:
+        data = data[:max(0, limit)]
+    entries: list[BenchEntry] = []
+    seen: set[str] = set()
+    for i, obj in enumerate(data):
+        raw_id = obj.get("id") if isinstance(obj, dict) else None
+        qid = str(raw_id) if isinstance(raw_id, (str, int)) else f"#{i}"
+        if qid in seen:
+            entries.append(BenchEntry(i, f"#{i}", error=BenchFormatError(
+                f"bench item #{i}: id {raw_id!r} repeats an earlier item")))
+            continue
+        seen.add(qid)
+        try:
+            entries.append(BenchEntry(i, qid, item=parse_bench_item(obj, index=i)))
+        except BenchFormatError as exc:
+            entries.append(BenchEntry(i, qid, error=exc))
+    return entries
+
+
+# -------------------------------------------------------------------------------------------------
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)        # [H, W, 3]
+    except FileNotFoundError:
+        raise InvalidImageError(f"image {path} does not exist") from None
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InvalidImageError(f"cannot read image {path}: {exc}") from exc
+
+
+def _answer_entry(entry: BenchEntry, images: Path, pipeline, cache: OrderedDict,
+                  options: GenerationOptions, model_id: str, default_unit: str | None,
+                  shard: dict) -> dict:
+    if entry.error is not None:
+        return {"question_id": entry.id, "question": None, "pred": None, "gt": None,
+                "model_id": model_id, "qa_info": None, "status": "error",
+                "error_kind": "BenchFormatError", "error": str(entry.error),
+                "index": entry.index, **shard}
+    item = entry.item
+    fields = {"image": item.file_path, "index": entry.index,
+              "region_sources": list(item.region_sources), **shard}
+    t0 = time.perf_counter()
+    try:
+        path = images / item.file_path
+        features = cache.get(path)
+        if features is None:
+            features = encode_image(pipeline, _read_image(path), list(item.regions))
+            cache[path] = features
+            while len(cache) > IMAGE_CACHE:
+                cache.popitem(last=False)
+        cache.move_to_end(path)
+        answer = answer_with_regions(pipeline, features, item.text_q, item.regions, options)
+    except SpatialGeoError as exc:
+        return result_record(item.id, item.text_q, item.reference_answer, item.category,
+                             item.qa_type, model_id, error=exc, **fields)
+    latency_ms = (time.perf_counter() - t0) * 1000
+    return result_record(item.id, item.text_q, item.reference_answer, item.category,
+                         item.qa_type, model_id, pred=answer.text, default_unit=default_unit,
+                         **fields, **answer_fields(answer, latency_ms))
+
+
+def _all_records(out_dir: Path) -> list[dict]:
+    """results.jsonl, then every rank file (newer), in that order."""
+    records = read_results(out_dir / RESULTS_FILE)
+    for path in _rank_files(out_dir).values():
+        records += read_results(path)
+    return records
+
+
+def _barrier(out_dir: Path, rank: int, world: int, entries: list[BenchEntry],
+             timeout_s: float) -> None:
+    """Return on rank 0 once every rank has finished (other ranks return at once without a
+    process group)."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        own = not dist.is_initialized()
+        if own:
+            dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
+        try:
+            dist.barrier()
+        finally:
+            if own:
+                dist.destroy_process_group()
+        return
+    if rank != 0:
+        return
+    wanted = {e.id for e in entries}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = wanted - set(merge_results(_all_records(out_dir)))
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise EvalRunError(
+                f"{len(missing)} items have no result after {timeout_s:.0f} s (did a rank "
+                f"fail?); the results so far are kept in {out_dir}: rerun with --resume")
+        time.sleep(POLL_S)
+
+
+def evaluate_bench(annotations: str | Path, images: str | Path, out_dir: str | Path,
+                   load_pipeline, *, model_id: str = "", options: GenerationOptions | None = None,
+                   limit: int | None = None, resume: bool = False,
+                   default_unit: str | None = None, progress: bool = True,
+                   barrier_timeout_s: float = 6 * 3600.0) -> dict | None:
+    """Answer and score SpatialRGPT-Bench; the metrics on rank 0 (or a single process), None on
+    the other ranks."""
+    started = time.time()
+    options = options or GenerationOptions()
+    rank, world = shard_env()
+    out_dir, images = Path(out_dir), Path(images)
+    entries = load_bench(annotations, limit)
+    if not images.is_dir():
+        raise EvalRunError(f"--images {images} is not a directory")
+    results_path = out_dir / RESULTS_FILE
+    mine_path = results_path if world == 1 else rank_file(out_dir, rank)
+    # each file is checked by exactly one rank, so no rank sees another's fresh output
+    own = [mine_path]
+    if rank == 0:
+        own.append(results_path)
+        own += [p for r, p in _rank_files(out_dir).items() if world == 1 or r >= world]
+    check_out_dir(out_dir, resume, own)
+    done = {qid for qid, r in merge_results(_all_records(out_dir)).items() if is_ok(r)}
+    mine = [e for e in entries if e.index % world == rank and e.id not in done]
+
+    pipeline = load_pipeline() if any(e.item is not None for e in mine) else None
+    model_id = model_id or str(getattr(pipeline, "model_path", "") or "")
+    desc = "eval-bench" if world == 1 else f"eval-bench rank {rank}"
+    cache: OrderedDict = OrderedDict()
+    shard = {"rank": rank} if world > 1 else {}
+    with ResultsWriter(mine_path) as writer, progress_bar(len(mine), desc, progress) as bar:
+        for entry in mine:
+            writer.write(_answer_entry(entry, images, pipeline, cache, options, model_id,
+                                       default_unit, shard))
+            bar.update()
+    cache.clear()
+
+    _barrier(out_dir, rank, world, entries, barrier_timeout_s)
+    if rank != 0:
+        return None
+    records, stale = ordered_records(_all_records(out_dir), [e.id for e in entries])
+    write_results(results_path, records + stale)
+    for path in _rank_files(out_dir).values():
+        path.unlink()
+    run_info = {"annotations": str(annotations), "images": str(images), "processes": world,
+                "regions": "set-of-marks (spatialgeo_core.regions)"}
+    run_info.update(run_info_common(model_id, options, started))
+    return finalize(out_dir, records, "SpatialGeo on SpatialRGPT-Bench", run_info, default_unit)

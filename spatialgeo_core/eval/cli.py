@@ -1,0 +1,139 @@
+"""`spatialgeo eval-bag`, `eval-bench` and `eval-live` (added to the `spatialgeo` CLI).
+
+    spatialgeo eval-bag --bag BAG --questions questions.jsonl --model-path DIR --out DIR
+    spatialgeo eval-bench --annotations SpatialRGPT-Bench_v1.json --images DIR --model-path DIR \\
+        --out DIR                       # or: torchrun --nproc_per_node=N -m spatialgeo_core.cli
+    spatialgeo eval-live --questions questions.jsonl --out DIR      # on a ROS 2 machine
+
+Each writes results.jsonl, metrics.json and report.md (with PNG plots) into --out. Nothing heavy
+is imported until a command runs, so `spatialgeo --help` works without the [eval] extra.
+"""
+from __future__ import annotations
+
+import argparse
+
+from spatialgeo_core.cli import _add_model_args, _load_pipeline
+
+
+def _add_common(p: argparse.ArgumentParser, live: bool = False) -> None:
+    p.add_argument("--out", required=True, help="output directory (results.jsonl, metrics.json, "
+                                                "report.md)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run in --out: skip questions already answered, retry errors")
+    p.add_argument("--max-new-tokens", type=int, default=0 if live else 128,
+                   help="longest answer in tokens" + (" (0 = the node's default)" if live else ""))
+    p.add_argument("--default-unit", default=None, metavar="UNIT",
+                   help="unit of a bare number in an answer when scoring (m, cm, ft, ...); "
+                        "default: such a number is unreadable")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar on stderr")
+
+
+def _model_id(args) -> str:
+    return str(args.model_path) if args.model_path else "default"
+
+
+def cmd_eval_bag(args) -> int:
+    from spatialgeo_core.eval.runner import evaluate_bag, summary_line
+    from spatialgeo_core.types import GenerationOptions
+
+    metrics = evaluate_bag(
+        args.bag, args.questions, args.out, lambda: _load_pipeline(args),
+        model_id=_model_id(args), options=GenerationOptions(max_new_tokens=args.max_new_tokens),
+        tolerance_ms=args.tolerance_ms, buffer_size=args.buffer_size,
+        max_encoded=args.max_encoded, topic=args.topic, resume=args.resume,
+        default_unit=args.default_unit, progress=args.progress)
+    print(f"eval-bag: {summary_line(metrics, args.out)}")
+    return 0
+
+
+def cmd_eval_bench(args) -> int:
+    from spatialgeo_core.eval.bench_runner import evaluate_bench, shard_device
+    from spatialgeo_core.eval.runner import summary_line
+    from spatialgeo_core.types import GenerationOptions
+
+    args.device = shard_device(args.device)
+
+    metrics = evaluate_bench(
+        args.annotations, args.images, args.out, lambda: _load_pipeline(args),
+        model_id=_model_id(args), options=GenerationOptions(max_new_tokens=args.max_new_tokens),
+        limit=args.limit, resume=args.resume, default_unit=args.default_unit,
+        progress=args.progress, barrier_timeout_s=args.barrier_timeout_s)
+    if metrics is not None:                      # rank 0 (or a single process) writes them
+        print(f"eval-bench: {summary_line(metrics, args.out)}")
+    return 0
+
+
+def cmd_eval_live(args) -> int:
+    from spatialgeo_core.optional import available
+
+    if not available("rclpy"):
+        from spatialgeo_core.errors import MissingDependencyError
+        raise MissingDependencyError(
+            "eval-live needs a ROS 2 runtime (rclpy is not on PyPI): source "
+            "/opt/ros/<distro>/setup.bash and the workspace where spatialgeo_ros is built")
+    from spatialgeo_ros.live_eval import run_live
+
+    return run_live(args)
+
+
+def add_parsers(sub) -> None:
+    b = sub.add_parser(
+        "eval-bag", help="answer questions about the frames of a ROS 2 bag (no ROS needed)",
+        description="Answer the questions of a questions.jsonl about the frames of a ROS 2 bag "
+                    "(sqlite3 or mcap; Image or CompressedImage), picked by the node's frame "
+                    "selection, and score them.")
+    _add_model_args(b)
+    b.add_argument("--bag", required=True,
+                   help="rosbag2 directory (sqlite3 or mcap), or a single .db3 / .mcap file")
+    b.add_argument("--questions", required=True, help="questions.jsonl")
+    b.add_argument("--topic", default=None,
+                   help="image topic of questions without one (default: the bag's only image "
+                        "topic)")
+    b.add_argument("--tolerance-ms", type=float, default=50.0,
+                   help="largest |frame stamp - question stamp| accepted, as the node's "
+                        "frames.stamp_tolerance")
+    b.add_argument("--buffer-size", type=int, default=30,
+                   help="frames kept per topic, as the node's cameras.buffer_size")
+    b.add_argument("--max-encoded", type=int, default=4,
+                   help="frames whose image features are kept, as the node's frames.max_encoded")
+    _add_common(b)
+    b.set_defaults(func=cmd_eval_bag)
+
+    e = sub.add_parser(
+        "eval-bench", help="SpatialRGPT-Bench: answer, score and report (torchrun to shard)",
+        description="Answer SpatialRGPT-Bench (the official JSON: <mask> regions as COCO RLE "
+                    "masks with boxes) with the regions drawn as set-of-marks, greedy decoding, "
+                    "and score the answers by rules. Under torchrun each rank answers every "
+                    "WORLD_SIZE-th item and rank 0 merges.")
+    _add_model_args(e)
+    e.add_argument("--annotations", required=True, help="SpatialRGPT-Bench_v1.json")
+    e.add_argument("--images", required=True,
+                   help="root of the images (image_info.file_path is relative to it)")
+    e.add_argument("--limit", type=int, default=None, help="only the first N items")
+    e.add_argument("--barrier-timeout-s", type=float, default=6 * 3600.0,
+                   help="how long rank 0 waits for the other ranks to finish")
+    _add_common(e)
+    e.set_defaults(func=cmd_eval_bench)
+
+    v = sub.add_parser(
+        "eval-live", help="ask a running spatialgeo_node about a bag being played (ROS 2)",
+        description="Read questions.jsonl, wait for each question's frame on its topic (played "
+                    "by `ros2 bag play`), call the node's spatial_query service with the "
+                    "question's stamp, and score the answers like eval-bag.")
+    v.add_argument("--questions", required=True, help="questions.jsonl")
+    v.add_argument("--service", default="/spatial_query", help="the SpatialQuery service")
+    v.add_argument("--camera", default="", help="the node camera to ask (default: its first)")
+    v.add_argument("--topic", default=None,
+                   help="image topic to watch for questions without one")
+    v.add_argument("--bag", default=None,
+                   help="the bag being played, to turn frame_index questions into stamps")
+    v.add_argument("--timeout-s", type=float, default=0.0,
+                   help="per-question timeout sent to the node (0 = the node's default)")
+    v.add_argument("--wait-s", type=float, default=30.0,
+                   help="how long to wait for a question's frame to be played")
+    v.add_argument("--player", default=None, metavar="NODE",
+                   help="pause this rosbag2 player (e.g. /rosbag2_player) while asking, so "
+                        "frames are not evicted from the node's buffer during inference")
+    _add_common(v, live=True)
+    v.set_defaults(func=cmd_eval_live)

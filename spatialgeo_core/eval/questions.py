@@ -1,0 +1,218 @@
+"""questions.jsonl: the questions of a rosbag evaluation, one JSON object per line.
+
+    {"id": "scene3-q0",                      # unique, str (an int is taken as its decimal str)
+     "stamp_ns": 1700000000100000000,        # header stamp of the frame asked about, or
+     "stamp": {"sec": 1700000000, "nanosec": 100000000},     # the same as a builtin Time
+     "frame_index": 1,                       # or: the n-th message (from 0) of the topic
+     "topic": "/camera/image_raw",           # Image or CompressedImage; optional when the bag
+                                             # has exactly one image topic
+     "question": "How far is Region [0] from Region [1]?",
+     "regions": [{"box": [x1, y1, x2, y2]}, {"mask_rle": {"size": [H, W], "counts": "..."}}],
+     "reference": "Region [0] is 1.2 meters from Region [1].",
+     "category": "distance_data",            # a SpatialRGPT-Bench category
+     "type": "quantitative"}                 # optional; must agree with the category
+
+A stamp (stamp_ns or stamp) or a frame_index is required; when both are given the stamp is used
+(through the node's frame selection) and the index is kept for the record. Stamp 0 means "the
+latest frame" to the node, which has no meaning for a recorded bag, so it is refused. A region
+has a box, a COCO RLE mask ("counts" compressed str or a list of run lengths), or both; whether
+it fits the image is checked against the frame it is asked about.
+
+A malformed line does not stop the reading: it becomes a LineError naming its line number (and
+its id when that could be read), which the runner records as an error result.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from spatialgeo_core.errors import SpatialGeoError
+from spatialgeo_core.eval.answer_parsing import category_kind
+from spatialgeo_core.eval.bench_format import QA_TYPES, decode_rle
+from spatialgeo_core.types import Region
+
+NS_PER_S = 1_000_000_000
+
+
+class QuestionFormatError(SpatialGeoError, ValueError):
+    """The questions file cannot be read, or one of its lines is malformed (the message names the
+    file and line)."""
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    """One parsed line of questions.jsonl."""
+
+    id: str
+    line: int                                  # 1-based line number in the file
+    question: str
+    reference: str
+    category: str
+    qa_type: str                               # "qualitative" | "quantitative"
+    regions: tuple[Region, ...] = ()
+    stamp_ns: int | None = None                # header stamp of the frame (None: use the index)
+    frame_index: int | None = None             # n-th message of the topic, from 0
+    topic: str | None = None                   # None: the bag's only image topic
+
+
+@dataclass(frozen=True)
+class LineError:
+    """A line that could not be parsed."""
+
+    line: int
+    message: str                               # "FILE:LINE: what is wrong"
+    id: str | None = None                      # the line's id, when it could be read
+
+    @property
+    def record_id(self) -> str:
+        """The id its error result is stored under."""
+        return self.id or f"line:{self.line}"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _stamp(obj: dict) -> int | None:
+    stamp_ns = obj.get("stamp_ns")
+    if stamp_ns is not None and (not _is_int(stamp_ns) or stamp_ns < 0):
+        raise ValueError(f"'stamp_ns' must be a non-negative integer, got {stamp_ns!r}")
+    stamp = obj.get("stamp")
+    if stamp is not None:
+        if (not isinstance(stamp, dict) or not _is_int(stamp.get("sec"))
+                or not _is_int(stamp.get("nanosec")) or stamp["sec"] < 0
+                or not 0 <= stamp["nanosec"] < NS_PER_S):
+            raise ValueError(f"'stamp' must be {{'sec': int >= 0, 'nanosec': 0 .. 999999999}}, "
+                             f"got {stamp!r}")
+        from_stamp = stamp["sec"] * NS_PER_S + stamp["nanosec"]
+        if stamp_ns is not None and stamp_ns != from_stamp:
+            raise ValueError(f"'stamp_ns' {stamp_ns} and 'stamp' {stamp} disagree")
+        stamp_ns = from_stamp
+    if stamp_ns == 0:
+        raise ValueError("stamp 0 asks a running node for its latest frame, which has no "
+                         "meaning for a recorded bag: give the frame's header stamp or "
+                         "'frame_index'")
+    return stamp_ns
+
+
+def _region(raw, i: int) -> Region:
+    if not isinstance(raw, dict):
+        raise ValueError(f"region {i} must be an object with 'box' and/or 'mask_rle', "
+                         f"got {raw!r}")
+    box = raw.get("box")
+    rle = raw.get("mask_rle")
+    if box is None and rle is None:
+        raise ValueError(f"region {i} has neither 'box' nor 'mask_rle' (keys: {sorted(raw)})")
+    if box is not None:
+        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+            raise ValueError(f"region {i}: 'box' is [x1, y1, x2, y2] in pixels, got {box!r}")
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if not (x2 > x1 and y2 > y1):
+            raise ValueError(f"region {i}: box {box} is empty (need x2 > x1 and y2 > y1)")
+        box = (x1, y1, x2, y2)
+    mask = None
+    if rle is not None:
+        size = rle.get("size") if isinstance(rle, dict) else None
+        if (not isinstance(size, list) or len(size) != 2 or not all(_is_int(v) for v in size)
+                or min(size) <= 0):
+            raise ValueError(f"region {i}: 'mask_rle' is {{'size': [H, W], 'counts': ...}}, "
+                             f"got size {size!r}")
+        try:
+            mask = decode_rle(rle, size[0], size[1])             # [H, W] bool
+        except ValueError as exc:
+            raise ValueError(f"region {i}: {exc}") from exc
+    return Region(box=box, mask=mask)
+
+
+def _text(obj: dict, key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"'{key}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def parse_question(obj, line: int = 0) -> QuestionRecord:
+    """One decoded JSON line -> QuestionRecord; ValueError saying what is wrong."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"a line holds one JSON object, got {type(obj).__name__}")
+    qid = obj.get("id")
+    if _is_int(qid):
+        qid = str(qid)
+    if not isinstance(qid, str) or not qid.strip():
+        raise ValueError(f"'id' must be a non-empty string, got {qid!r}")
+    stamp_ns = _stamp(obj)
+    frame_index = obj.get("frame_index")
+    if frame_index is not None and (not _is_int(frame_index) or frame_index < 0):
+        raise ValueError(f"'frame_index' must be an integer >= 0, got {frame_index!r}")
+    if stamp_ns is None and frame_index is None:
+        raise ValueError("give the frame as 'stamp_ns' (or 'stamp') or as 'frame_index'")
+    topic = obj.get("topic")
+    if topic is not None and (not isinstance(topic, str) or not topic.strip()):
+        raise ValueError(f"'topic' must be a non-empty string when given, got {topic!r}")
+    question = _text(obj, "question")
+    reference = _text(obj, "reference")
+    category = obj.get("category")
+    kind = category_kind(category)                  # ValueError naming the known categories
+    derived = "qualitative" if kind in ("predicate", "choice") else "quantitative"
+    qa_type = obj.get("type", derived)
+    if qa_type not in QA_TYPES:
+        raise ValueError(f"'type' must be one of {QA_TYPES}, got {qa_type!r}")
+    if qa_type != derived:
+        raise ValueError(f"category {category!r} is {derived}, but 'type' says {qa_type!r}")
+    raw_regions = obj.get("regions", [])
+    if not isinstance(raw_regions, list):
+        raise ValueError(f"'regions' must be a list, got {type(raw_regions).__name__}")
+    regions = tuple(_region(r, i) for i, r in enumerate(raw_regions))
+    return QuestionRecord(id=qid, line=line, question=question, reference=reference,
+                          category=category, qa_type=qa_type, regions=regions,
+                          stamp_ns=stamp_ns, frame_index=frame_index,
+                          topic=topic.strip() if topic else None)
+
+
+def read_questions(path: str | Path) -> tuple[list[QuestionRecord], list[LineError]]:
+    """Parse a questions.jsonl file: (the questions, the lines that could not be parsed).
+
+    Blank lines are skipped; a repeated id is an error of the later line. Raises
+    QuestionFormatError only when the file itself cannot be read or holds no line at all.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise QuestionFormatError(f"questions file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QuestionFormatError(f"cannot read questions file {path}: {exc}") from exc
+    records: list[QuestionRecord] = []
+    errors: list[LineError] = []
+    seen: dict[str, int] = {}                   # id -> first line that used it
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        qid = None
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(LineError(lineno, f"{path}:{lineno}: not valid JSON: {exc}"))
+            continue
+        if isinstance(obj, dict) and (isinstance(obj.get("id"), str) or _is_int(obj.get("id"))):
+            qid = str(obj["id"]).strip() or None
+        if qid is not None and qid in seen:
+            errors.append(LineError(lineno, f"{path}:{lineno}: id {qid!r} repeats line "
+                                            f"{seen[qid]}"))
+            continue
+        if qid is not None:
+            seen[qid] = lineno
+        try:
+            records.append(parse_question(obj, lineno))
+        except ValueError as exc:
+            errors.append(LineError(lineno, f"{path}:{lineno}: {exc}", qid))
+    if not records and not errors:
+        raise QuestionFormatError(f"questions file {path} holds no questions")
+    return records, errors
