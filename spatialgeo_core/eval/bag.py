@@ -15,7 +15,7 @@ topic (the buffer the node fills from its camera subscription, of the same size)
 `FrameBuffer.select` for a question's stamp as soon as the bag has passed that stamp by more than
 the tolerance; so a question gets the frame the node would answer about when asked then. A
 question by `frame_index` gets the n-th message of its topic. Images are decoded only for the
-frames asked about, with spatialgeo_ros.conversions (the node's pure-Python decoders, which honour
+frames asked about, with spatialgeo_core.image_msgs (the node's pure-Python decoders, which honour
 `step`, encoding and endianness).
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ class BagMessage:
 
 def decode_rgb(message: BagMessage) -> np.ndarray:
     """The frame's image as uint8 [H, W, 3] RGB; InvalidImageError when it cannot be used."""
-    from spatialgeo_ros.conversions import compressed_to_rgb, image_to_rgb
+    from spatialgeo_core.image_msgs import compressed_to_rgb, image_to_rgb
 
     if message.msgtype == COMPRESSED_IMAGE:
         return compressed_to_rgb(message.msg)
@@ -143,7 +143,7 @@ class Bag:
     def messages(self, topics: Iterable[str]) -> Iterator[BagMessage]:
         """The messages of `topics` (image topics: they have a header), deserialized, in the
         bag's order; BagError when the storage or a message turns out corrupt."""
-        from spatialgeo_ros.conversions import stamp_to_ns
+        from spatialgeo_core.image_msgs import stamp_to_ns
 
         reader = self._open_reader()
         wanted = set(topics)
