@@ -544,17 +544,22 @@ class QueryService:
             out = ticket.result
         return _place(out, frame, valid.camera)
 
-    def _encode(self, frame: Frame):
+    def _encode(self, frame: Frame, regions: tuple[Region, ...] = ()):
         rgb = self._decode(frame.payload)                # InvalidImageError for unusable frames
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise InvalidImageError(f"decoded frame has shape {rgb.shape}, expected [H, W, 3]")
         frame.remember("size", (int(rgb.shape[1]), int(rgb.shape[0])))   # (W, H)
+        h, w = rgb.shape[:2]
+        if regions and all(_inside(r, w, h) for r in regions):
+            # encode the image as the first question shows it (marks drawn): no plain encode
+            # that this question would not use; later questions reuse or add encodings
+            return self.pipeline.encode(rgb, list(regions))
         return self.pipeline.encode(rgb)
 
     def _infer(self, ticket: Ticket, frame: Frame, buffer: FrameBuffer,
                valid: ValidatedRequest) -> QueryOutcome:
         """Runs on the worker: encode (once per frame), check regions, answer, parse the value."""
-        features = buffer.features(frame, self._encode)
+        features = buffer.features(frame, lambda f: self._encode(f, tuple(valid.regions)))
         width, height = frame.get("size")
         for i, region in enumerate(valid.regions):
             try:
@@ -629,3 +634,11 @@ def build_diagnostics(service: QueryService | None, model_state: ModelState, now
     else:
         level, message = "OK", "serving"
     return DiagnosticReport(level, message, tuple(values))
+
+
+def _inside(region: Region, width: int, height: int) -> bool:
+    try:
+        region.validate(width, height)
+    except InvalidRegionError:
+        return False
+    return True

@@ -49,7 +49,7 @@ class FakePipeline:
         self._running = 0
         self.max_running = 0
 
-    def encode(self, image):
+    def encode(self, image, regions=None):
         assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
         assert image.shape[2] == 3
         if self.encode_delay:

@@ -42,6 +42,10 @@ def test_real_pipeline_answers_streams_and_reuses_features(real_service):
     again = real_service.handle(QueryRequest(question="Is Region [0] left of Region [1]?",
                                              regions=request.regions, max_new_tokens=4), NOW)
     assert again.status == Status.OK and frame.get("features") is features
+    # the frame was encoded once, as the questions show it (marks drawn), never plain
+    assert len(features.visual) == 1 and () not in features.visual
+    plain = real_service.handle(QueryRequest(question="What is there?", max_new_tokens=3), NOW)
+    assert plain.status == Status.OK and () in features.visual and len(features.visual) == 2
 
 
 def test_real_pipeline_statuses(real_service):
