@@ -8,7 +8,7 @@ from setuptools import find_packages, setup
 extras = {
     "quant": ["bitsandbytes>=0.45"],
     "flash": ["flash-attn>=2.5"],
-    "train": ["peft>=0.13", "pyyaml>=6"],
+    "train": ["peft>=0.13", "pyyaml>=6", "tensorboard>=2.12"],
     "eval": ["rosbags>=0.10", "rosbags-image[opencv-headless]>=0.9", "matplotlib>=3.7", "pycocotools>=2.0.7"],
 }
 extras["test"] = sorted(

@@ -32,3 +32,14 @@ class HierarchicalAdapter(nn.ModuleList):
         per_level = [mlp(f) for mlp, f in zip(self, levels, strict=True)]
         out = torch.stack(per_level, dim=1)                                   # [B, L, N, d_out]
         return out.sum(dim=1)                                                 # [B, N, d_out]
+
+
+def init_normal_(module: nn.Module, seed: int, std: float = 0.02) -> None:
+    """Upstream init of new adapters (HF LLaMA `_init_weights`): weights N(0, std), biases 0."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * std)

@@ -116,22 +116,15 @@ def _chat(pipe, frame, regions, opts) -> int:
 
 
 def cmd_convert(args) -> int:
-    from spatialgeo_core.checkpoint.convert import assemble
-    from spatialgeo_core.checkpoint.ours import check_keys, save_ours
-    from spatialgeo_core.model import SpatialGeoForCausalLM
+    from spatialgeo_core.checkpoint.convert import assemble, save_assembled
 
     asm = assemble(args.llava, release_dir=args.release, vit_path=args.vit, moge_path=args.moge,
                    clip_dir=args.clip, geo_layers=args.geo_layers,
-                   geo_input_norm=args.geo_input_norm)
-    import torch
-    dtype = {"float32": torch.float32, "float16": torch.float16,
-             "bfloat16": torch.bfloat16}[args.dtype]
-    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in asm.tensors.items()}
-    with torch.device("meta"):
-        check_keys(SpatialGeoForCausalLM(asm.config), tensors, "the converted model")
-    out = save_ours(args.out, asm.config, tensors, tokenizer_dir=asm.tokenizer_dir)
-    print(f"wrote {out} ({len(tensors)} tensors, {asm.config.num_visual_tokens} visual tokens "
-          f"per image)")
+                   geo_input_norm=args.geo_input_norm, new_geo_adapter=args.new_geo_adapter,
+                   seed=args.seed)
+    out = save_assembled(asm, args.out, args.dtype)
+    print(f"wrote {out} ({len(asm.tensors)} tensors, {asm.config.num_visual_tokens} visual "
+          "tokens per image)")
     return 0
 
 
@@ -174,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--geo-layers", type=int, nargs="+", default=None,
                    help="geometry blocks (default: the last 4)")
     c.add_argument("--geo-input-norm", default="clip", choices=["clip", "imagenet"])
+    c.add_argument("--new-geo-adapter", action="store_true",
+                   help="stage-1 start: llava-v1.5-7b + geometry with a new hierarchical adapter, "
+                        "N(0, 0.02) weights and zero biases")
+    c.add_argument("--seed", type=int, default=0, help="seed of --new-geo-adapter")
     c.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])
     c.add_argument("--out", required=True)
     c.set_defaults(func=cmd_convert)

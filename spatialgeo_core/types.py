@@ -10,11 +10,12 @@ from spatialgeo_core.errors import InvalidRegionError, InvalidRequestError
 
 @dataclass(frozen=True)
 class Region:
-    """One region of an image, referred to in questions as "Region [i]" (i = its index in the list).
+    """One region of an image, referred to in questions as "Region [i]" (i = its index in the
+    list).
 
     box: (x1, y1, x2, y2) in pixels of the original image, x2 > x1, y2 > y1.
-    mask: [H, W] bool array of the original image's size. At least one of the two is given; when both are,
-    the mask is drawn and the box only labels it.
+    mask: [H, W] bool array of the original image's size. At least one of the two is given; when
+    both are, the mask is drawn and the box only labels it.
     """
 
     box: tuple[float, float, float, float] | None = None
@@ -59,10 +60,15 @@ class GenerationOptions:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    min_new_tokens: int = 0    # EOS cannot end the answer before this many tokens (transformers'
+                               # min_new_tokens); = max_new_tokens: fixed-length benchmark answers
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise InvalidRequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise InvalidRequestError(f"min_new_tokens must be in [0, max_new_tokens = "
+                                      f"{self.max_new_tokens}], got {self.min_new_tokens}")
         if self.temperature < 0:
             raise InvalidRequestError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -81,4 +87,4 @@ class Answer:
     num_visual_tokens: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     stopped: str = "eos"                  # "eos" | "max_new_tokens" | "cancelled"
-    step_logits: list = field(default_factory=list)   # per generated token, [vocab] float32 tensors
+    step_logits: list = field(default_factory=list)   # per generated token, [vocab] float32

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from spatialgeo_core.adapters import HierarchicalAdapter, init_normal_
 from spatialgeo_core.checkpoint.keymap import strip_prefix
 from spatialgeo_core.checkpoint.llava import (
     llava_config,
@@ -28,6 +29,7 @@ from spatialgeo_core.checkpoint.llava import (
     read_lora,
     read_non_lora_trainables,
 )
+from spatialgeo_core.checkpoint.ours import check_keys, save_ours
 from spatialgeo_core.checkpoint.towers import (
     CLIP_PREFIX,
     GEO_PREFIX,
@@ -53,7 +55,11 @@ class Assembled:
 def assemble(llava_dir: str | Path, release_dir: str | Path | None = None,
              vit_path: str | Path | None = None, moge_path: str | Path | None = None,
              clip_dir: str | Path | None = None, geo_layers: list[int] | None = None,
-             geo_input_norm: str = "clip") -> Assembled:
+             geo_input_norm: str = "clip", new_geo_adapter: bool = False,
+             seed: int = 0) -> Assembled:
+    """`new_geo_adapter`: the stage-1 starting point (reference §4.1): geometry weights and no
+    hierarchical adapter yet; one is made, initialised N(0, 0.02) with zero biases as upstream's
+    missing keys were. Without it, geometry without an adapter is an error."""
     if vit_path and moge_path:
         raise CheckpointError("give the geometry weights once: vit_path or moge_path, not both")
     tensors = read_llava_weights(llava_dir)
@@ -81,7 +87,15 @@ def assemble(llava_dir: str | Path, release_dir: str | Path | None = None,
     has_adapter = any(k.startswith("geo_adapter.") for k in tensors)
     if geo_plain:
         geo_cfg = geometry_config_from_tensors(geo_plain, geo_layers, geo_input_norm)
-        if not has_adapter:
+        if new_geo_adapter:
+            if has_adapter:
+                raise CheckpointError(f"{llava_dir} already has a hierarchical adapter: "
+                                      "convert it without asking for a new one")
+            d_llm = tensors["llm.model.embed_tokens.weight"].shape[1]
+            adapter = HierarchicalAdapter(len(geo_cfg.layers), geo_cfg.embed_dim, d_llm)
+            init_normal_(adapter, seed)
+            tensors.update({"geo_adapter." + k: v for k, v in adapter.state_dict().items()})
+        elif not has_adapter:
             raise CheckpointError("geometry tower weights but no hierarchical adapter "
                                   "(moge_mm_projector_list): give the SpatialGeo release "
                                   "directory")
@@ -99,3 +113,17 @@ def assemble(llava_dir: str | Path, release_dir: str | Path | None = None,
         raise CheckpointError(f"no tokenizer.model in {llava_dir}"
                               + (f" or {release_dir}" if release_dir else ""))
     return Assembled(cfg, tensors, tok_dir)
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def save_assembled(asm: Assembled, out_dir: str | Path, dtype: str = "float16") -> Path:
+    """Cast, check strictly against the model the config describes, and save in our format."""
+    from spatialgeo_core.model import SpatialGeoForCausalLM
+
+    dt = DTYPES[dtype]
+    tensors = {k: v.to(dt) if v.is_floating_point() else v for k, v in asm.tensors.items()}
+    with torch.device("meta"):
+        check_keys(SpatialGeoForCausalLM(asm.config), tensors, "the converted model")
+    return save_ours(out_dir, asm.config, tensors, tokenizer_dir=asm.tokenizer_dir)

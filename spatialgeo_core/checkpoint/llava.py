@@ -169,3 +169,16 @@ def read_non_lora_trainables(release_dir: str | Path) -> dict[str, torch.Tensor]
     if unexpected:
         raise KeyMismatchError(str(path), unexpected=unexpected)
     return out
+
+
+_STAGE1_KEY = re.compile(r"^model\.moge_mm_projector_list\.\d+\.[02]\.(weight|bias)$")
+
+
+def read_stage1_adapter(path: str | Path) -> dict[str, torch.Tensor]:
+    """A stage-1 `moge_mm_projector_list.bin` (`model.moge_mm_projector_list.{k}.{0,2}.*`) ->
+    hierarchical adapter tensors under our names (`geo_adapter.{k}.{0,2}.*`)."""
+    sd = read_state_dict(path)
+    bad = [k for k in sd if not _STAGE1_KEY.match(k)]
+    if bad:
+        raise KeyMismatchError(f"stage-1 adapter file {path}", unexpected=bad)
+    return {keymap.from_llava(k): v for k, v in sd.items()}
