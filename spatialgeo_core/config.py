@@ -23,7 +23,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _check(cond: bool, field_name: str, msg: str) -> None:
+def check_field(cond: bool, field_name: str, msg: str) -> None:
+    """Raise ConfigError naming the field unless `cond`."""
     if not cond:
         raise ConfigError(f"{field_name}: {msg}")
 
@@ -44,12 +45,12 @@ class ClipTowerConfig:
                                        # -2 = output of layer N-1
 
     def __post_init__(self):
-        _check(self.image_size % self.patch_size == 0, "clip.image_size",
+        check_field(self.image_size % self.patch_size == 0, "clip.image_size",
                f"{self.image_size} is not a multiple of patch_size {self.patch_size}")
-        _check(self.hidden_size % self.num_attention_heads == 0, "clip.hidden_size",
+        check_field(self.hidden_size % self.num_attention_heads == 0, "clip.hidden_size",
                "must be divisible by num_attention_heads")
         n = self.num_hidden_layers + 1
-        _check(-n <= self.select_layer < n, "clip.select_layer",
+        check_field(-n <= self.select_layer < n, "clip.select_layer",
                f"{self.select_layer} is outside the {n} hidden states")
 
     @property
@@ -80,13 +81,13 @@ class GeometryTowerConfig:
                                        # "imagenet": re-normalised with ImageNet statistics
 
     def __post_init__(self):
-        _check(self.embed_dim % self.num_heads == 0, "geometry.embed_dim",
+        check_field(self.embed_dim % self.num_heads == 0, "geometry.embed_dim",
                "must be divisible by num_heads")
-        _check(len(self.layers) > 0, "geometry.layers", "needs at least one block")
-        _check(len(set(self.layers)) == len(self.layers), "geometry.layers", "has duplicates")
-        _check(all(0 <= i < self.depth for i in self.layers), "geometry.layers",
+        check_field(len(self.layers) > 0, "geometry.layers", "needs at least one block")
+        check_field(len(set(self.layers)) == len(self.layers), "geometry.layers", "has duplicates")
+        check_field(all(0 <= i < self.depth for i in self.layers), "geometry.layers",
                f"{self.layers} must be block indices in [0, {self.depth})")
-        _check(self.input_norm in ("clip", "imagenet"), "geometry.input_norm",
+        check_field(self.input_norm in ("clip", "imagenet"), "geometry.input_norm",
                f"{self.input_norm!r} is not 'clip' or 'imagenet'")
         self.layers = [int(i) for i in self.layers]
 
@@ -114,9 +115,9 @@ class LLMConfig:
     pad_token_id: int = 0
 
     def __post_init__(self):
-        _check(self.hidden_size % self.num_attention_heads == 0, "llm.hidden_size",
+        check_field(self.hidden_size % self.num_attention_heads == 0, "llm.hidden_size",
                "must be divisible by num_attention_heads")
-        _check(self.num_attention_heads % self.num_key_value_heads == 0,
+        check_field(self.num_attention_heads % self.num_key_value_heads == 0,
                "llm.num_key_value_heads", "must divide num_attention_heads")
 
 
@@ -144,21 +145,21 @@ class SpatialGeoConfig:
                                            # (training truncation)
 
     def __post_init__(self):
-        _check(self.projector_type == "mlp2x_gelu", "projector_type",
+        check_field(self.projector_type == "mlp2x_gelu", "projector_type",
                f"only 'mlp2x_gelu' is implemented, got {self.projector_type!r}")
-        _check(self.token_layout in ("interleave", "concat"), "token_layout",
+        check_field(self.token_layout in ("interleave", "concat"), "token_layout",
                f"{self.token_layout!r} is not 'interleave' or 'concat'")
-        _check(0.0 <= self.feature_drop_prob < 1.0, "feature_drop_prob", "must be in [0, 1)")
-        _check(self.image_aspect_ratio in ("pad", "square"), "image_aspect_ratio",
+        check_field(0.0 <= self.feature_drop_prob < 1.0, "feature_drop_prob", "must be in [0, 1)")
+        check_field(self.image_aspect_ratio in ("pad", "square"), "image_aspect_ratio",
                f"{self.image_aspect_ratio!r} is not 'pad' or 'square'")
-        _check(len(self.image_mean) == 3 and len(self.image_std) == 3, "image_mean/image_std",
+        check_field(len(self.image_mean) == 3 and len(self.image_std) == 3, "image_mean/image_std",
                "need 3 values each")
         self.image_mean = tuple(float(v) for v in self.image_mean)
         self.image_std = tuple(float(v) for v in self.image_std)
         if self.geometry is not None:
-            _check(self.geometry.patch_size == self.clip.patch_size, "geometry.patch_size",
+            check_field(self.geometry.patch_size == self.clip.patch_size, "geometry.patch_size",
                    "must equal clip.patch_size so both towers see the same patch grid")
-        _check(self.max_length > self.num_visual_tokens, "max_length",
+        check_field(self.max_length > self.num_visual_tokens, "max_length",
                f"{self.max_length} leaves no room for text after {self.num_visual_tokens} "
                "visual tokens")
 

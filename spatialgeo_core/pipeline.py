@@ -178,6 +178,17 @@ class SpatialGeoPipeline:
         return key, frame.visual[key]
 
     # ---- answering ----------------------------------------------------------------------------
+    def _frame_visual(self, frame: Image.Image | np.ndarray | FrameFeatures,
+                      regions: list[Region] | None):
+        """-> (frame features, region key, visual embeddings [1, V, D], encode ms if encoded
+        now)."""
+        if not isinstance(frame, FrameFeatures):
+            frame = FrameFeatures(to_pil_rgb(frame))
+        regions = list(regions or [])
+        fresh_encode = tuple(r.key() for r in regions) not in frame.visual
+        key, visual = self._visual(frame, regions)
+        return frame, key, visual, (frame.encode_ms if fresh_encode else 0.0)
+
     def answer(self, frame: Image.Image | np.ndarray | FrameFeatures, question: str,
                regions: list[Region] | None = None, options: GenerationOptions | None = None,
                on_text: Callable[[str], None] | None = None,
@@ -186,12 +197,7 @@ class SpatialGeoPipeline:
         t0 = time.perf_counter()
         options = options or GenerationOptions()
         _check_question(question)
-        if not isinstance(frame, FrameFeatures):
-            frame = FrameFeatures(to_pil_rgb(frame))
-        regions = list(regions or [])
-        fresh_encode = tuple(r.key() for r in regions) not in frame.visual
-        key, visual = self._visual(frame, regions)
-        encode_ms = frame.encode_ms if fresh_encode else 0.0
+        frame, key, visual, encode_ms = self._frame_visual(frame, regions)
         ids = self.processor.tokenize(self.template.prompt(question.strip(), list(history)))
         start, end = self.processor.image_span(ids)
         self._check_length(ids, options)
@@ -250,12 +256,7 @@ class SpatialGeoPipeline:
             raise InvalidRequestError("no questions")
         for q in questions:
             _check_question(q)
-        if not isinstance(frame, FrameFeatures):
-            frame = FrameFeatures(to_pil_rgb(frame))
-        regions = list(regions or [])
-        fresh_encode = tuple(r.key() for r in regions) not in frame.visual
-        key, visual = self._visual(frame, regions)
-        encode_ms = frame.encode_ms if fresh_encode else 0.0
+        frame, key, visual, encode_ms = self._frame_visual(frame, regions)
         prompts = [self.processor.tokenize(self.template.prompt(q.strip())) for q in questions]
         start, end = self.processor.image_span(prompts[0])
         for ids in prompts:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from spatialgeo_core.config import check_field as _check
 from spatialgeo_core.conversation import TEMPLATES
 from spatialgeo_core.errors import ConfigError
 
@@ -28,11 +29,6 @@ LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 EXPORT_FORMATS = ("stage1_adapter", "lora", "merged")
 DTYPES = ("float32", "float16", "bfloat16")
 TEMPLATE_ALIASES = {"v1": "vicuna_v1"}     # upstream's `--version v1`
-
-
-def _check(cond: bool, name: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name}: {msg}")
 
 
 @dataclass
