@@ -16,7 +16,7 @@ from spatialgeo_core.optional import available
 
 # modules with `add_parsers(subparsers)`: `spatialgeo train`, `spatialgeo eval-bag`, ...
 _COMMAND_MODULES = ("spatialgeo_core.training.cli", "spatialgeo_core.eval.cli",
-                    "spatialgeo_core.synthetic.cli")
+                    "spatialgeo_core.synthetic.cli", "spatialgeo_core.demo.cli")
 
 log = logging.getLogger("spatialgeo")
 

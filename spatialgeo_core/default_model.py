@@ -1,8 +1,10 @@
 """The embedded default model, and the README's first command (`spatialgeo demo`).
 
-Until a trained demo checkpoint is committed under `spatialgeo_core/assets/default_model/`, the
-default is a tiny randomly initialised SpatialGeo that the project builds itself in the user cache:
-it runs the whole pipeline, and its answers mean nothing.
+The default is the demo checkpoint under `spatialgeo_core/assets/default_model/`, trained from
+scratch on the synthetic world (spatialgeo_core.demo; see TRAINING.md there): `spatialgeo demo`
+renders a held-out scene, asks about two regions and prints the ground truth beside the answer.
+Without that asset the default is a tiny randomly initialised SpatialGeo that the project builds
+itself in the user cache: it runs the whole pipeline, and its answers mean nothing.
 """
 from __future__ import annotations
 
@@ -55,12 +57,56 @@ def sample_scene(size: int = 224):
     return img, [Region(box=tuple(float(v) for v in a)), Region(box=tuple(float(v) for v in b))]
 
 
+DEMO_SEED = 0                 # the world seed the demo checkpoint was trained with
+DEMO_SCENE_INDEX = 7          # a held-out (test split) scene: never seen in training
+DEMO_CATEGORY = "distance_data"
+
+
 def run_demo(device: str = "cpu") -> int:
     from spatialgeo_core.pipeline import SpatialGeoPipeline
-    from spatialgeo_core.types import GenerationOptions
 
     path = default_model_path()
     pipe = SpatialGeoPipeline.from_pretrained(path, device=device)
+    if is_random_default(path):
+        return _run_random_demo(pipe, path)
+    return _run_world_demo(pipe, path)
+
+
+def _run_world_demo(pipe, path: Path) -> int:
+    """A held-out synthetic scene, one question about two regions, the answer and the truth."""
+    from spatialgeo_core.synthetic import SceneConfig, WorldConfig, make_sample
+    from spatialgeo_core.types import GenerationOptions, Region
+
+    size = pipe.cfg.clip.image_size
+    world = WorldConfig(scene=SceneConfig(width=size, height=size))
+    index = DEMO_SCENE_INDEX
+    while True:                   # the first held-out scene from DEMO_SCENE_INDEX that asks one
+        sample = make_sample(DEMO_SEED, "test", index, world)
+        qas = [qa for qa in sample.qas if qa.category == DEMO_CATEGORY]
+        if qas:
+            break
+        index += 1
+    qa = qas[0]
+    objects = sample.rendering.objects
+    regions = [Region(box=tuple(float(v) for v in objects[o].box2d),
+                      mask=sample.rendering.mask(o)) for o in qa.regions]
+    ans = pipe.answer(sample.rgb, qa.question, regions=regions,
+                      options=GenerationOptions(max_new_tokens=48))
+    names = ", ".join(f"Region [{k}] = {objects[o].color} {objects[o].shape}"
+                      for k, o in enumerate(qa.regions))
+    print(f"model:        {path}")
+    print(f"scene:        {sample.id} (held out), {names}")
+    print(f"question:     {qa.question}")
+    print(f"answer:       {ans.text}")
+    print(f"ground truth: {qa.answer} (exact: {qa.value:.2f} m)")
+    print(f"tokens:       {ans.num_tokens} generated, {ans.num_visual_tokens} visual; "
+          f"{ans.timings_ms['total']:.0f} ms total")
+    return 0
+
+
+def _run_random_demo(pipe, path: Path) -> int:
+    from spatialgeo_core.types import GenerationOptions
+
     image, regions = sample_scene()
     question = "How far is Region [0] from Region [1]?"
     ans = pipe.answer(image, question, regions=regions,

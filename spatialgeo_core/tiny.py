@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
@@ -37,13 +38,16 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer(directory: str | Path, vocab_size: int = 512, legacy: bool = False) -> Path:
-    """Train the tiny LLaMA-layout SentencePiece model into directory/tokenizer.model."""
+def build_tokenizer(directory: str | Path, vocab_size: int = 512, legacy: bool = False,
+                    corpus: Iterable[str] | None = None) -> Path:
+    """Train a LLaMA-layout SentencePiece model into directory/tokenizer.model, on `corpus`
+    (default: the small built-in corpus of the tiny test models)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus()), model_writer=buf, vocab_size=vocab_size,
+        sentence_iterator=iter(_corpus() if corpus is None else list(corpus)),
+        model_writer=buf, vocab_size=vocab_size,
         model_type="bpe", byte_fallback=True, split_digits=True, unk_id=0, bos_id=1, eos_id=2,
         pad_id=-1, add_dummy_prefix=True, remove_extra_whitespaces=False,
         normalization_rule_name="identity", allow_whitespace_only_pieces=True,

@@ -1,13 +1,15 @@
 """LLaVA-format training data: lazy records, per-template labels, skipped records, the batch plan.
 
-    records (JSON list)  {"id", "image"?, "conversations": [{"from": "human"|"gpt", "value"}, ...]}
+    records (JSON list)  {"id", "image"?, "conversations": [{"from": "human"|"gpt", "value"}, ...],
+                          "regions"?: [{"box"?: [x1, y1, x2, y2], "mask_rle"?: COCO RLE}, ...]}
       -> LlavaDataset[i]  Sample (ids, labels, pixels) | Skipped (reason)   (image read only here)
       -> Collator         Batch: right-padded [B, T] ids / labels / mask, [I, 3, S, S] pixels
 
 Tokenization, image expansion and label masking go through `Processor.training_example`, the
 processor the inference path uses. A record that cannot be used (missing or corrupt image,
 malformed conversation, no supervised token after truncation) becomes a `Skipped` and never stops
-the run.
+the run. A record's `regions` (region k is "Region [k]") are drawn on its image as set-of-marks by
+spatialgeo_core.regions, exactly as the pipeline draws them when serving.
 
 The batch plan fixes, for every optimizer step, which records form its global batch; it depends
 only on the seed, the epoch and the global batch size, never on the number of processes, so a run
@@ -27,9 +29,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from spatialgeo_core.conversation import IMAGE_TOKEN, ChatTemplate
-from spatialgeo_core.errors import InvalidImageError, SpatialGeoError
+from spatialgeo_core.errors import InvalidImageError, InvalidRegionError, SpatialGeoError
 from spatialgeo_core.model import IGNORE_INDEX
 from spatialgeo_core.processor import Processor
+from spatialgeo_core.regions import draw_regions
+from spatialgeo_core.types import Region
 
 log = logging.getLogger(__name__)
 
@@ -141,25 +145,56 @@ class LlavaDataset(torch.utils.data.Dataset):
             return Skipped(i, rid, "malformed", f"{enc.num_images} image(s) in the prompt for "
                                                 f"{int(has_image)} image file(s) (template "
                                                 f"{self.template.name!r})")
+        regions = rec.get("regions") or []
+        if not isinstance(regions, list) or not all(isinstance(r, dict) for r in regions):
+            return Skipped(i, rid, "malformed", "`regions` must be a list of {box, mask_rle}")
+        if regions and not has_image:
+            return Skipped(i, rid, "malformed", "`regions` in a record without an image")
         pixels = None
         if has_image:
-            pixels = self._load_image(image)
+            pixels = self._load_image(image, regions)
             if isinstance(pixels, Skipped):
                 pixels.index, pixels.id = i, rid
                 return pixels
         return Sample(i, rid, enc.input_ids, enc.labels, pixels)
 
-    def _load_image(self, rel: str) -> torch.Tensor | Skipped:
+    def _load_image(self, rel: str, regions: list[dict]) -> torch.Tensor | Skipped:
         path = (self.image_folder / rel) if self.image_folder else Path(rel)
         try:
             with Image.open(path) as img:
                 img.load()
+                if regions:
+                    img = draw_regions(img, _decode_regions(regions, img.width, img.height))
                 return self.processor.image(img)
         except FileNotFoundError:
             return Skipped(-1, "", "missing_image", f"no file {path}")
+        except (InvalidRegionError, RegionDecodeError) as e:
+            return Skipped(-1, "", "malformed", f"{path}: regions: {e}")
         except (UnidentifiedImageError, Image.DecompressionBombError, InvalidImageError, OSError,
                 SyntaxError, ValueError) as e:
             return Skipped(-1, "", "corrupt_image", f"{path}: {type(e).__name__}: {e}")
+
+
+class RegionDecodeError(SpatialGeoError):
+    """A record's `regions` entry cannot be turned into a Region."""
+
+
+def _decode_regions(regions: list[dict], width: int, height: int) -> list[Region]:
+    """LLaVA-record regions [{"box"?, "mask_rle"?}] -> Regions (masks need pycocotools)."""
+    out = []
+    for k, r in enumerate(regions):
+        box, rle = r.get("box"), r.get("mask_rle")
+        mask = None
+        if rle is not None:
+            from spatialgeo_core.eval.bench_format import decode_rle
+            try:
+                mask = decode_rle(rle, height, width)
+            except ValueError as e:
+                raise RegionDecodeError(f"region {k}: {e}") from e
+        if box is not None and (not isinstance(box, list | tuple) or len(box) != 4):
+            raise RegionDecodeError(f"region {k}: box must be [x1, y1, x2, y2], got {box!r}")
+        out.append(Region(box=None if box is None else tuple(float(v) for v in box), mask=mask))
+    return out
 
 
 # ---- batches ----------------------------------------------------------------------------------

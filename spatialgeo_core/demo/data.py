@@ -1,0 +1,93 @@
+"""Files of the demo recipe, all from spatialgeo_core.synthetic.
+
+    train/llava.json     stage 2: one conversation per image (qa_per_image questions, regions)
+    train/captions.json  stage 1: "<image>" -> "Region [k]: <colour> <shape>, <d> m away. ..."
+    test/bench.json      held-out scenes (split "test"), SpatialRGPT-Bench items
+    corpus.txt           every text the model will read or write (the tokenizer's corpus)
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from spatialgeo_core.conversation import TEMPLATES
+from spatialgeo_core.synthetic import (
+    SceneConfig,
+    WorldConfig,
+    WorldSample,
+    iter_samples,
+    write_bench_json,
+    write_llava_json,
+)
+from spatialgeo_core.synthetic.writers import llava_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoWorld:
+    """How much of the world the demo sees."""
+
+    seed: int = 0
+    image_size: int = 112
+    train_images: int = 3000
+    test_images: int = 100
+    qa_per_image: int = 6
+    test_qa_per_image: int = 4
+
+    def world_config(self, qa_per_image: int) -> WorldConfig:
+        scene = SceneConfig(width=self.image_size, height=self.image_size)
+        return WorldConfig(scene=scene, qa_per_image=qa_per_image)
+
+
+def caption(sample: WorldSample) -> str:
+    """What stage 1 learns to say about an image: each region's colour, shape and distance."""
+    parts = []
+    for k, obj in enumerate(sample.regions):
+        info = sample.rendering.objects[obj]
+        depth = info.center_camera[2]                    # forward distance (camera z), metres
+        parts.append(f"Region [{k}]: {info.color} {info.shape}, {depth:.1f} m away.")
+    return " ".join(parts)
+
+
+def _caption_record(sample: WorldSample, image: str) -> dict:
+    rec = llava_record(sample, image, with_masks=True)
+    rec["conversations"] = [{"from": "human", "value": "<image>\n"},
+                            {"from": "gpt", "value": caption(sample)}]
+    rec["id"] = sample.id + "-caption"
+    rec.pop("qa_info")
+    return rec
+
+
+def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
+    """Write the train / caption / test files and the corpus under `out`; returns their paths."""
+    out = Path(out)
+    paths = {"train": out / "train" / "llava.json", "captions": out / "train" / "captions.json",
+             "images": out / "train" / "images", "test": out / "test" / "bench.json",
+             "test_images": out / "test" / "images", "corpus": out / "corpus.txt"}
+    corpus: list[str] = [t.system for t in TEMPLATES.values() if t.system]
+    captions: list[dict] = []
+
+    def tap(samples: Iterator[WorldSample]) -> Iterator[WorldSample]:
+        for s in samples:
+            if s.qas:
+                captions.append(_caption_record(s, f"{s.id}.png"))
+                corpus.append(captions[-1]["conversations"][1]["value"])
+            for qa in s.qas:
+                corpus.extend((qa.question, qa.answer))
+            yield s
+
+    train_cfg = world.world_config(world.qa_per_image)
+    write_llava_json(tap(iter_samples(world.train_images, world.seed, "train", train_cfg)),
+                     paths["train"], paths["images"])
+    paths["captions"].write_text(json.dumps(captions), encoding="utf-8")
+    test_cfg = world.world_config(world.test_qa_per_image)
+    write_bench_json(iter_samples(world.test_images, world.seed, "test", test_cfg),
+                     paths["test"], paths["test_images"])
+    paths["corpus"].write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    log.info("world: %d training images, %d test images under %s", world.train_images,
+             world.test_images, out)
+    return paths

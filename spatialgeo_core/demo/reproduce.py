@@ -1,0 +1,233 @@
+"""The whole demo training, from nothing to the embedded default model, in one command:
+
+    python -m spatialgeo_core.demo.reproduce --out runs/demo [--ablation]
+    spatialgeo demo-train --out runs/demo [--ablation]
+
+1. world: training scenes (conversations + captions) and held-out test scenes (bench JSON);
+2. tokenizer: SentencePiece on the world's text;
+3. towers: the semantic (CLIP) and geometry (DINOv2, MoGe-style) towers pretrained on the world;
+4. per variant (fused = SpatialGeo; clip_only = LLaVA-1.5 layout, with --ablation): an initial
+   checkpoint in our format, stage 1 and stage 2 through `spatialgeo train`'s engine with
+   training/configs/demo_stage{1,2}.yaml, the merged model at <out>/<variant>/model;
+5. evaluation on the held-out split with the bench scorer: <out>/<variant>/eval/metrics.json.
+
+Steps whose outputs exist are skipped, so the variants can also run in separate processes after
+`--prepare-only`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from spatialgeo_core.demo.data import DemoWorld, write_world
+from spatialgeo_core.demo.towers import (
+    demo_config,
+    pretrain_geometry,
+    pretrain_semantic,
+    tower_data,
+)
+from spatialgeo_core.tiny import build_tokenizer
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
+VARIANTS = ("fused", "clip_only")
+
+
+def prepare(out: Path, world: DemoWorld, tower_images: int, semantic_steps: int,
+            geometry_steps: int, vocab_size: int) -> dict:
+    """Steps 1-3; returns what they measured."""
+    from safetensors.torch import load_file, save_file
+
+    from spatialgeo_core.model import SpatialGeoForCausalLM
+    info_path = out / "prepare.json"
+    if info_path.is_file():
+        return json.loads(info_path.read_text())
+    t0 = time.time()
+    paths = write_world(world, out / "world")
+    corpus = paths["corpus"].read_text(encoding="utf-8").splitlines()
+    build_tokenizer(out / "tokenizer", vocab_size=vocab_size, corpus=corpus)
+    t1 = time.time()
+    cfg = demo_config(vocab_size, geometry=True, image_size=world.image_size)
+    data = tower_data(tower_images, world.seed, cfg,
+                      world.world_config(world.qa_per_image))
+    torch.manual_seed(world.seed)
+    model = SpatialGeoForCausalLM(cfg)
+    sem = pretrain_semantic(model.clip_tower, data, semantic_steps, seed=world.seed)
+    geo = pretrain_geometry(model.geo_tower, data, geometry_steps, seed=world.seed)
+    towers = {k: v for k, v in model.state_dict().items()
+              if k.startswith(("clip_tower.", "geo_tower."))}
+    save_file({k: v.contiguous() for k, v in towers.items()}, str(out / "towers.safetensors"))
+    load_file(str(out / "towers.safetensors"))                         # written in full
+    info = {"world_s": round(t1 - t0, 1), "towers_s": round(time.time() - t1, 1),
+            "semantic": sem, "geometry": geo, "world": world.__dict__}
+    info_path.write_text(json.dumps(info, indent=2))
+    log.info("prepared %s: %s", out, info)
+    return info
+
+
+def build_init(out: Path, variant: str, vocab_size: int, image_size: int, seed: int) -> Path:
+    """A checkpoint in our format: pretrained towers, random adapters and LLaMA."""
+    from safetensors.torch import load_file
+
+    from spatialgeo_core.checkpoint.ours import save_ours
+    from spatialgeo_core.model import SpatialGeoForCausalLM
+    cfg = demo_config(vocab_size, geometry=variant == "fused", image_size=image_size)
+    torch.manual_seed(seed)
+    model = SpatialGeoForCausalLM(cfg)
+    towers = load_file(str(out / "towers.safetensors"))
+    state = model.state_dict()
+    for k, v in towers.items():
+        if k in state:
+            state[k] = v
+    missing = [k for k in state if k.startswith(("clip_tower.", "geo_tower."))
+               and k not in towers]
+    if missing:
+        raise RuntimeError(f"towers.safetensors lacks {missing[:3]} ...")
+    return save_ours(out / variant / "init", cfg, state, tokenizer_dir=out / "tokenizer")
+
+
+def run_stage(stage: int, init: Path, output: Path, data: Path, variant: str,
+              overrides: list[str]) -> Path:
+    """`spatialgeo train --config training/configs/demo_stage{stage}.yaml` for a variant."""
+    from spatialgeo_core.training.config import load_config
+    from spatialgeo_core.training.engine import train
+    merged = output / "export" / "merged"
+    if (merged / "config.json").is_file():
+        return merged
+    sets = list(overrides)
+    if variant == "clip_only":
+        sets += ["stage.lr.geo_adapter=0", "stage.feature_drop_prob=0"]
+    env = {"SPATIALGEO_INIT": str(init), "SPATIALGEO_OUTPUT": str(output),
+           "SPATIALGEO_DATA": str(data)}
+    cfg = load_config(CONFIG_DIR / f"demo_stage{stage}.yaml", sets, env=env)
+    result = train(cfg)
+    if result.status != "finished":
+        raise RuntimeError(f"stage {stage} ({variant}) stopped at step {result.step} of "
+                           f"{result.total_steps} ({result.status}); run the command again to "
+                           "resume it")
+    log.info("stage %d (%s): %s at step %d, loss %s", stage, variant, result.status, result.step,
+             result.last_loss)
+    return result.exports.get("merged", merged)
+
+
+def train_variant(out: Path, variant: str, vocab_size: int, world: DemoWorld,
+                  stage1_sets: list[str], stage2_sets: list[str]) -> Path:
+    model_dir = out / variant / "model"
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    init = out / variant / "init"
+    if not (init / "config.json").is_file():
+        build_init(out, variant, vocab_size, world.image_size, world.seed)
+    s1 = run_stage(1, init, out / variant / "stage1", out / "world", variant, stage1_sets)
+    s2 = run_stage(2, s1, out / variant / "stage2", out / "world", variant, stage2_sets)
+    shutil.copytree(s2, model_dir)
+    return model_dir
+
+
+def evaluate(model_dir: Path, out: Path, limit: int | None = None) -> dict:
+    """Answer and score the held-out bench with the evaluation scorer."""
+    from spatialgeo_core.eval.bench_runner import evaluate_bench
+    from spatialgeo_core.pipeline import SpatialGeoPipeline
+    from spatialgeo_core.types import GenerationOptions
+    eval_dir = model_dir.parent / "eval"
+    if (eval_dir / "metrics.json").is_file():
+        return json.loads((eval_dir / "metrics.json").read_text())
+    return evaluate_bench(out / "world" / "test" / "bench.json", out / "world" / "test" / "images",
+                          eval_dir, lambda: SpatialGeoPipeline.from_pretrained(model_dir,
+                                                                               device="cpu"),
+                          model_id=str(model_dir), limit=limit,
+                          options=GenerationOptions(max_new_tokens=48), progress=False)
+
+
+def _row(name: str, m: dict) -> str:
+    q, n, d = m["qualitative"]["overall"], m["quantitative"]["overall"], m["direction"]
+    rel = "n/a" if n["abs_rel"] is None else f"{n['abs_rel']:.2f}"
+    return (f"| {name} | {q['mean_group_accuracy_pct']:.1f} | {q['accuracy_pct']:.1f} | "
+            f"{n['success_pct']:.1f} | {rel} | {d['success_pct']:.1f} | "
+            f"{q['total'] + n['total'] + d['total']} |")
+
+
+def ablation_table(metrics: dict[str, dict]) -> str:
+    """Markdown: fused vs CLIP-only on the held-out split (the bench scorer's numbers)."""
+    names = {"fused": "SpatialGeo (CLIP + geometry)", "clip_only": "CLIP-only (LLaVA-1.5)"}
+    lines = ["| model | qualitative avg (mean of groups) % | qualitative all % | "
+             "quantitative success (±25%) % | abs rel error | direction success (±1 h) % | "
+             "questions |", "|---|---|---|---|---|---|---|"]
+    lines += [_row(names[v], metrics[v]) for v in VARIANTS if v in metrics]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DemoWorld()
+    p.add_argument("--out", required=True, help="output directory (runs/demo)")
+    p.add_argument("--ablation", action="store_true",
+                   help="also train and score the CLIP-only variant with the same budget")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                   help="variants to train (default: fused, plus clip_only with --ablation)")
+    p.add_argument("--prepare-only", action="store_true", help="world, tokenizer, towers only")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    p.add_argument("--train-images", type=int, default=d.train_images)
+    p.add_argument("--test-images", type=int, default=d.test_images)
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--qa-per-image", type=int, default=d.qa_per_image)
+    p.add_argument("--vocab-size", type=int, default=768)
+    p.add_argument("--tower-images", type=int, default=3000)
+    p.add_argument("--semantic-steps", type=int, default=1500)
+    p.add_argument("--geometry-steps", type=int, default=1500)
+    p.add_argument("--stage1-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of demo_stage1.yaml (repeatable), e.g. optim.max_steps=50")
+    p.add_argument("--stage2-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--eval-limit", type=int, default=None, help="score only the first N items")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    world = DemoWorld(seed=args.seed, image_size=args.image_size, train_images=args.train_images,
+                      test_images=args.test_images, qa_per_image=args.qa_per_image)
+    started = time.time()
+    summary: dict = {"prepare": prepare(out, world, args.tower_images, args.semantic_steps,
+                                        args.geometry_steps, args.vocab_size)}
+    if args.prepare_only:
+        return summary
+    variants = args.variants or (list(VARIANTS) if args.ablation else ["fused"])
+    for v in variants:
+        t = time.time()
+        model_dir = train_variant(out, v, args.vocab_size, world, args.stage1_set,
+                                  args.stage2_set)
+        summary[v] = {"model": str(model_dir), "train_s": round(time.time() - t, 1)}
+        if not args.no_eval:
+            summary[v]["metrics"] = evaluate(model_dir, out, args.eval_limit)
+    summary["wall_s"] = round(time.time() - started, 1)
+    done = {v: json.loads((out / v / "eval" / "metrics.json").read_text()) for v in VARIANTS
+            if (out / v / "eval" / "metrics.json").is_file()}
+    if done:
+        (out / "ablation.md").write_text(ablation_table(done))
+    (out / f"summary-{'-'.join(variants)}.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spatialgeo_core.demo.reproduce",
+                                description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    summary = run(args)
+    print(json.dumps({k: v for k, v in summary.items() if k != "prepare"}, indent=2)[:4000])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
