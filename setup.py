@@ -1,6 +1,8 @@
-"""pip install -e . : the pure-Python library (spatialgeo_core) and the ROS-free parts of spatialgeo_ros.
+"""pip install -e . : the pure-Python library (spatialgeo_core) and the ROS-free parts of
+spatialgeo_ros.
 
-Lower bounds only. On a machine without CUDA add `-c constraints-cpu.txt` so pip takes a CPU build of PyTorch.
+Lower bounds only. On a machine without CUDA add `-c constraints-cpu.txt` so pip takes a CPU build
+of PyTorch.
 A ROS 2 workspace builds this repository with colcon through CMakeLists.txt instead (see README).
 """
 from setuptools import find_packages, setup
@@ -9,16 +11,19 @@ extras = {
     "quant": ["bitsandbytes>=0.45"],
     "flash": ["flash-attn>=2.5"],
     "train": ["peft>=0.13", "pyyaml>=6", "tensorboard>=2.12"],
-    "eval": ["rosbags>=0.10", "rosbags-image[opencv-headless]>=0.9", "matplotlib>=3.7", "pycocotools>=2.0.7"],
+    "eval": ["rosbags>=0.10", "rosbags-image[opencv-headless]>=0.9", "matplotlib>=3.7",
+             "pycocotools>=2.0.7"],
 }
 extras["test"] = sorted(
-    {*extras["quant"], *extras["train"], *extras["eval"], "pytest>=7", "catkin_pkg>=1.0", "ruff>=0.5"}
+    {*extras["quant"], *extras["train"], *extras["eval"], "pytest>=7", "catkin_pkg>=1.0",
+     "ruff>=0.5"}
 )
 
 setup(
     name="spatialgeo",
     version="0.1.0",
-    description="SpatialGeo spatial-reasoning VLM (CLIP + MoGe geometry + LLaVA-1.5) with a ROS 2 front end",
+    description="SpatialGeo spatial-reasoning VLM (CLIP + MoGe geometry + LLaVA-1.5) "
+                "with a ROS 2 front end",
     packages=find_packages(include=["spatialgeo_core", "spatialgeo_core.*", "spatialgeo_ros"]),
     package_data={"spatialgeo_core": ["assets/*", "assets/**/*"]},
     python_requires=">=3.10",
