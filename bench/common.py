@@ -149,8 +149,9 @@ def build_ours(setup: Setup, tokenizer: LlamaTokenizer, attn_implementation: str
     if setup.load_4bit:
         quantize_llm(model.llm, 4, dtype, dev)
         model.to(dev)
+    # four cameras' image prefixes are kept, so the memory bench measures all four cached
     return SpatialGeoPipeline(model.eval(), tokenizer, static_cache=static_cache,
-                              compile_decode=compile_decode)
+                              compile_decode=compile_decode, max_cached_prefixes=4)
 
 
 def build_llava(setup: Setup, cfg: SpatialGeoConfig,

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,13 +84,20 @@ class SpatialGeoPipeline:
 
     def __init__(self, model: SpatialGeoForCausalLM, tokenizer: LlamaTokenizer,
                  template: str | None = None, cache_prefix: bool = True,
-                 static_cache: bool = False, compile_decode: bool = False):
+                 static_cache: bool = False, compile_decode: bool = False,
+                 max_cached_prefixes: int = 2):
         self.model = model.eval()
         self.cfg: SpatialGeoConfig = model.cfg
         self.tokenizer = tokenizer
         self.processor = Processor(self.cfg, tokenizer)
         self.template = get_template(template or self.cfg.chat_template)
         self.cache_prefix = cache_prefix
+        # image-prefix KV caches kept across all frames (least recently used dropped first): at
+        # real size one is ~0.6 GB in fp16, so a few cameras' worth would not fit beside the model
+        if max_cached_prefixes < 1:
+            raise ValueError(f"max_cached_prefixes must be >= 1, got {max_cached_prefixes}")
+        self.max_cached_prefixes = max_cached_prefixes
+        self._prefix_lru: OrderedDict[tuple, weakref.ref] = OrderedDict()
         self.static_cache = static_cache or compile_decode
         self.load_ms = 0.0
         self.model_path: Path | None = None
@@ -107,7 +116,8 @@ class SpatialGeoPipeline:
                         load_8bit: bool = False, attn_implementation: str = "sdpa",
                         template: str | None = None, cache_prefix: bool = True,
                         clip_dir: str | Path | None = None, static_cache: bool = False,
-                        compile_decode: bool = False) -> SpatialGeoPipeline:
+                        compile_decode: bool = False,
+                        max_cached_prefixes: int = 2) -> SpatialGeoPipeline:
         """Load our format, or a merged upstream SpatialGeo directory (+ clip_dir when it has no
         CLIP tensors). `model_path` None or "" is the embedded default model."""
         t0 = time.perf_counter()
@@ -149,7 +159,7 @@ class SpatialGeoPipeline:
             log.info("quantised %d LLM linear layers to %d-bit", n, 4 if load_4bit else 8)
         pipe = cls(model, LlamaTokenizer.from_dir(tok_dir), template=template,
                    cache_prefix=cache_prefix, static_cache=static_cache,
-                   compile_decode=compile_decode)
+                   compile_decode=compile_decode, max_cached_prefixes=max_cached_prefixes)
         pipe.model_path = path
         pipe.load_ms = (time.perf_counter() - t0) * 1000
         return pipe
@@ -178,6 +188,23 @@ class SpatialGeoPipeline:
         return key, frame.visual[key]
 
     # ---- answering ----------------------------------------------------------------------------
+    def _keep_prefix(self, frame: FrameFeatures, cache_key: tuple, kv, end: int) -> None:
+        """Store a frame's image-prefix KV; drop the least recently used beyond the limit."""
+        frame.prefix[cache_key] = (kv, end)
+        self._touch_prefix(frame, cache_key)
+        while len(self._prefix_lru) > self.max_cached_prefixes:
+            (_, old_key), ref = self._prefix_lru.popitem(last=False)
+            old_frame = ref()
+            if old_frame is not None:
+                old_frame.prefix.pop(old_key, None)
+
+    def _touch_prefix(self, frame: FrameFeatures, cache_key: tuple) -> None:
+        lru_key = (id(frame), cache_key)
+        self._prefix_lru[lru_key] = weakref.ref(frame)
+        self._prefix_lru.move_to_end(lru_key)
+        for k in [k for k, ref in self._prefix_lru.items() if ref() is None]:
+            del self._prefix_lru[k]                      # frames the caller has dropped
+
     def _frame_visual(self, frame: Image.Image | np.ndarray | FrameFeatures,
                       regions: list[Region] | None):
         """-> (frame features, region key, visual embeddings [1, V, D], encode ms if encoded
@@ -208,6 +235,7 @@ class SpatialGeoPipeline:
             cache_key = (key, self.template.name)
             use_prefix = self.cache_prefix and not history and 0 < end < len(ids)
             if use_prefix and cache_key in frame.prefix:
+                self._touch_prefix(frame, cache_key)
                 cache = cache_from_tensors(frame.prefix[cache_key][0])
                 suffix = torch.tensor([ids[end:]], device=self.device)            # [1, T - end]
                 hidden = llm.model(input_ids=suffix, past_key_values=cache,
@@ -217,7 +245,7 @@ class SpatialGeoPipeline:
                 out = llm.model(inputs_embeds=emb, use_cache=True)                # one pass
                 cache, hidden = out.past_key_values, out.last_hidden_state        # [1, T, D]
                 if use_prefix:
-                    frame.prefix[cache_key] = (cache_tensors(cache, end), end)
+                    self._keep_prefix(frame, cache_key, cache_tensors(cache, end), end)
             logits = llm.lm_head(hidden[:, -1])                                   # [1, vocab]
             step_fn, prompt_len = llm, None
             if self.static_cache:
@@ -275,7 +303,9 @@ class SpatialGeoPipeline:
                 kv = cache_tensors(llm.model(inputs_embeds=emb, use_cache=True).past_key_values,
                                    end)
                 if self.cache_prefix:
-                    frame.prefix[cache_key] = (kv, end)
+                    self._keep_prefix(frame, cache_key, kv, end)
+            elif self.cache_prefix:
+                self._touch_prefix(frame, cache_key)
             cache = cache_from_tensors(tuple((k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1))
                                              for k, v in kv))          # L x 2 x [B, H, end, Dh]
             pad = self.tokenizer.pad_id

@@ -172,3 +172,24 @@ def test_core_imports_without_ros():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok")
+
+
+def test_prefix_caches_are_limited_across_frames_least_recently_used_first(tiny_dir):
+    pipe = SpatialGeoPipeline.from_pretrained(tiny_dir, max_cached_prefixes=2)
+    frames = [pipe.encode(_image(10 + i)) for i in range(3)]
+    first = pipe.answer(frames[0], "Is it left?", options=OPTS, keep_logits=True)
+    pipe.answer(frames[1], "Is it left?", options=OPTS)
+    pipe.answer(frames[0], "Is it big?", options=OPTS)          # frame 0 used again: most recent
+    pipe.answer(frames[2], "Is it left?", options=OPTS)         # evicts frame 1, the oldest
+    assert [len(f.prefix) for f in frames] == [1, 0, 1]
+    assert all(len(f.visual) == 1 for f in frames)             # visual tokens are kept
+    again = pipe.answer(frames[1], "Is it left?", options=OPTS)  # recomputed: evicts frame 0
+    assert [len(f.prefix) for f in frames] == [0, 1, 1]
+    redo = pipe.answer(frames[0], "Is it left?", options=OPTS, keep_logits=True)
+    assert redo.output_ids == first.output_ids and again.num_tokens >= 1
+    torch.testing.assert_close(redo.step_logits[0], first.step_logits[0], atol=1e-5, rtol=0)
+    del frames[2]                                                # a dropped frame leaves the LRU
+    pipe.answer(frames[0], "Is it small?", options=OPTS)
+    assert len(pipe._prefix_lru) <= 2
+    with pytest.raises(ValueError, match="max_cached_prefixes"):
+        SpatialGeoPipeline(pipe.model, pipe.tokenizer, max_cached_prefixes=0)
