@@ -109,17 +109,24 @@ def repo() -> Path:
     return REPO
 
 
+def pack_rows(array: np.ndarray, step: int | None, bigendian: bool,
+              fill: int) -> tuple[np.ndarray, int]:
+    """Image rows as bytes [H, step] in the wanted byte order, padding bytes set to `fill`."""
+    a = np.ascontiguousarray(array)
+    if bigendian:
+        a = a.astype(a.dtype.newbyteorder(">"))
+    row = a.reshape(a.shape[0], -1).view(np.uint8)                # [H, row_bytes]
+    step = step or row.shape[1]
+    data = np.full((a.shape[0], step), fill, np.uint8)            # [H, step]
+    data[:, :row.shape[1]] = row
+    return data, step
+
+
 def make_image_msg(array: np.ndarray, encoding: str, step: int | None = None,
                    bigendian: bool = False, stamp_ns: int = 0, frame_id: str = "cam"):
     """A duck-typed sensor_msgs/Image holding `array` ([H, W] or [H, W, C]) in `encoding`."""
-    a = np.ascontiguousarray(array)
-    height, width = a.shape[:2]
-    if bigendian:
-        a = a.astype(a.dtype.newbyteorder(">"))
-    row = a.reshape(height, -1).view(np.uint8)                    # [H, row_bytes]
-    step = step or row.shape[1]
-    data = np.zeros((height, step), np.uint8)                     # [H, step], padding zero
-    data[:, :row.shape[1]] = row
+    height, width = array.shape[:2]
+    data, step = pack_rows(array, step, bigendian, fill=0)
     sec, nanosec = divmod(stamp_ns, 1_000_000_000)
     return SimpleNamespace(
         header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec),
@@ -219,14 +226,8 @@ def default_message(typestore, typename: str, **fields):
 def make_ros_image(typestore, array, encoding, step=None, bigendian=False, stamp_ns=0):
     """A rosbags sensor_msgs/Image of `array` ([H, W] or [H, W, C]), rows padded to `step` bytes
     with 0xAB (not zero, so a decoder that reads padding shows it), in either byte order."""
-    a = np.ascontiguousarray(array)
-    height, width = a.shape[:2]
-    if bigendian:
-        a = a.astype(a.dtype.newbyteorder(">"))
-    row = a.reshape(height, -1).view(np.uint8)                 # [H, row_bytes]
-    step = step or row.shape[1]
-    data = np.full((height, step), 0xAB, np.uint8)             # [H, step]
-    data[:, :row.shape[1]] = row
+    height, width = array.shape[:2]
+    data, step = pack_rows(array, step, bigendian, fill=0xAB)
     sec, nanosec = divmod(stamp_ns, 1_000_000_000)
     header = default_message(typestore, "std_msgs/msg/Header", frame_id="camera_optical",
                              stamp=default_message(typestore, "builtin_interfaces/msg/Time",
