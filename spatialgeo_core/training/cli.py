@@ -1,4 +1,4 @@
-"""`spatialgeo train | export | train-init | train-demo`: the training commands of the CLI.
+"""`spatialgeo train | export | train-init | train-smoke`: the training commands of the CLI.
 
     spatialgeo train --config training/configs/stage2.yaml --set optim.max_steps=100
     torchrun --nproc_per_node=8 -m spatialgeo_core.cli train --config ...   (DDP; FSDP2 with
@@ -126,7 +126,7 @@ def add_parsers(sub) -> None:
     i.add_argument("--out", required=True)
     i.set_defaults(func=cmd_train_init)
 
-    d = sub.add_parser("train-demo",
+    d = sub.add_parser("train-smoke",
                        help="write a tiny model and a tiny dataset for a CPU smoke run")
     d.add_argument("--out", default="runs/tiny", help="default: runs/tiny")
     d.set_defaults(func=cmd_train_demo)

@@ -170,12 +170,12 @@ def test_train_init_builds_the_stage1_start_from_the_llava_layout(tmp_path, tiny
 
 
 def test_the_readme_laptop_commands_chain_both_stages(tmp_path, monkeypatch):
-    """`spatialgeo train-demo`, stage 1, then stage 2 from stage 1's merged export, with the
+    """`spatialgeo train-smoke`, stage 1, then stage 2 from stage 1's merged export, with the
     configs' default paths (relative to the working directory), as the README says."""
     for var in ("SPATIALGEO_INIT", "SPATIALGEO_DATA", "SPATIALGEO_OUTPUT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
-    assert main(["train-demo"]) == 0
+    assert main(["train-smoke"]) == 0
     assert main(["train", "--config", str(CONFIGS / "tiny_stage1.yaml"),
                  "--set", "optim.epochs=1", "run.progress_bar=false"]) == 0
     assert (tmp_path / "runs/tiny-stage1/export/moge_mm_projector_list.bin").is_file()
