@@ -33,7 +33,7 @@ def _parse_box(text: str):
     return Region(box=tuple(vals))
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-path", default=None,
                    help="model directory (our format or a merged SpatialGeo); default: the "
                         "embedded default model")
@@ -48,7 +48,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", default=None, choices=["llava_v1", "vicuna_v1"])
 
 
-def _load_pipeline(args):
+def load_pipeline(args):
     from spatialgeo_core.pipeline import SpatialGeoPipeline
     return SpatialGeoPipeline.from_pretrained(
         args.model_path, device=args.device, dtype=args.dtype, load_4bit=args.load_4bit,
@@ -67,7 +67,7 @@ def cmd_ask(args) -> int:
         image.load()
     except (OSError, UnidentifiedImageError) as e:
         raise InvalidImageError(f"cannot read image {args.image}: {e}") from e
-    pipe = _load_pipeline(args)
+    pipe = load_pipeline(args)
     opts = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                              top_p=args.top_p, seed=args.seed)
     frame = pipe.encode(image, args.region)
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     a = sub.add_parser("ask", help="answer a question about one image (chat without --question)")
-    _add_model_args(a)
+    add_model_args(a)
     a.add_argument("--image", required=True)
     a.add_argument("--question", default=None)
     a.add_argument("--region", type=_parse_box, action="append", default=[],

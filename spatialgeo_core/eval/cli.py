@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from spatialgeo_core.cli import _add_model_args, _load_pipeline
+from spatialgeo_core.cli import add_model_args, load_pipeline
 
 
 def _add_common(p: argparse.ArgumentParser, live: bool = False) -> None:
@@ -38,7 +38,7 @@ def cmd_eval_bag(args) -> int:
     from spatialgeo_core.types import GenerationOptions
 
     metrics = evaluate_bag(
-        args.bag, args.questions, args.out, lambda: _load_pipeline(args),
+        args.bag, args.questions, args.out, lambda: load_pipeline(args),
         model_id=_model_id(args), options=GenerationOptions(max_new_tokens=args.max_new_tokens),
         tolerance_ms=args.tolerance_ms, buffer_size=args.buffer_size,
         max_encoded=args.max_encoded, topic=args.topic, resume=args.resume,
@@ -55,7 +55,7 @@ def cmd_eval_bench(args) -> int:
     args.device = shard_device(args.device)
 
     metrics = evaluate_bench(
-        args.annotations, args.images, args.out, lambda: _load_pipeline(args),
+        args.annotations, args.images, args.out, lambda: load_pipeline(args),
         model_id=_model_id(args), options=GenerationOptions(max_new_tokens=args.max_new_tokens),
         limit=args.limit, resume=args.resume, default_unit=args.default_unit,
         progress=args.progress, barrier_timeout_s=args.barrier_timeout_s)
@@ -83,7 +83,7 @@ def add_parsers(sub) -> None:
         description="Answer the questions of a questions.jsonl about the frames of a ROS 2 bag "
                     "(sqlite3 or mcap; Image or CompressedImage), picked by the node's frame "
                     "selection, and score them.")
-    _add_model_args(b)
+    add_model_args(b)
     b.add_argument("--bag", required=True,
                    help="rosbag2 directory (sqlite3 or mcap), or a single .db3 / .mcap file")
     b.add_argument("--questions", required=True, help="questions.jsonl")
@@ -106,7 +106,7 @@ def add_parsers(sub) -> None:
                     "masks with boxes) with the regions drawn as set-of-marks, greedy decoding, "
                     "and score the answers by rules. Under torchrun each rank answers every "
                     "WORLD_SIZE-th item and rank 0 merges.")
-    _add_model_args(e)
+    add_model_args(e)
     e.add_argument("--annotations", required=True, help="SpatialRGPT-Bench_v1.json")
     e.add_argument("--images", required=True,
                    help="root of the images (image_info.file_path is relative to it)")

@@ -76,7 +76,7 @@ def cmd_train_init(args) -> int:
     return 0
 
 
-def cmd_train_demo(args) -> int:
+def cmd_train_smoke(args) -> int:
     from pathlib import Path
 
     from spatialgeo_core.tiny import build_tiny_checkpoint
@@ -129,4 +129,4 @@ def add_parsers(sub) -> None:
     d = sub.add_parser("train-smoke",
                        help="write a tiny model and a tiny dataset for a CPU smoke run")
     d.add_argument("--out", default="runs/tiny", help="default: runs/tiny")
-    d.set_defaults(func=cmd_train_demo)
+    d.set_defaults(func=cmd_train_smoke)

@@ -2,8 +2,8 @@
 hierarchical adapter initialised N(0, 0.02) with zero biases, as upstream's missing keys were;
 saved in our format.
 
-`spatialgeo convert` refuses a geometry tower without an adapter (it assembles released models);
-this builds the one model that legitimately has none yet, from the same core readers.
+The same as `spatialgeo convert --new-geo-adapter` (checkpoint.convert.assemble with
+new_geo_adapter=True), kept as `spatialgeo train-init` for the training commands.
 """
 from __future__ import annotations
 
