@@ -74,11 +74,12 @@ def run_demo(device: str = "cpu") -> int:
 
 def _run_world_demo(pipe, path: Path) -> int:
     """A held-out synthetic scene, one question about two regions, the answer and the truth."""
-    from spatialgeo_core.synthetic import SceneConfig, WorldConfig, make_sample
+    from spatialgeo_core.demo.data import DemoWorld
+    from spatialgeo_core.synthetic import make_sample
     from spatialgeo_core.types import GenerationOptions, Region
 
-    size = pipe.cfg.clip.image_size
-    world = WorldConfig(scene=SceneConfig(width=size, height=size))
+    demo = DemoWorld(seed=DEMO_SEED)
+    world = demo.world_config(demo.test_qa_per_image, units="mixed")      # the held-out split
     index = DEMO_SCENE_INDEX
     while True:                   # the first held-out scene from DEMO_SCENE_INDEX that asks one
         sample = make_sample(DEMO_SEED, "test", index, world)

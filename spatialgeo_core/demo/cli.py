@@ -17,8 +17,11 @@ def add_parsers(subparsers) -> None:
 
 
 def cmd_demo_train(args) -> int:
+    import sys
+
     from spatialgeo_core.demo.reproduce import run
 
+    args.argv = sys.argv[2:]
     summary = run(args)
     print(json.dumps({k: v for k, v in summary.items() if k != "prepare"}, indent=2))
     return 0

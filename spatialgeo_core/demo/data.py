@@ -1,7 +1,8 @@
 """Files of the demo recipe, all from spatialgeo_core.synthetic.
 
     train/llava.json     stage 2: one conversation per image (qa_per_image questions, regions)
-    train/captions.json  stage 1: "<image>" -> "Region [k]: <colour> <shape>, <d> m away. ..."
+    train/captions.json  stage 1: "<image>" -> "Region [k]: <colour> <shape>, <z> m away, <x> m
+                         left|right, <h> m up, <w> m wide, <t> m tall. ..." (see caption())
     test/bench.json      held-out scenes (split "test"), SpatialRGPT-Bench items
     corpus.txt           every text the model will read or write (the tokenizer's corpus)
 """
@@ -29,27 +30,46 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DemoWorld:
-    """How much of the world the demo sees."""
+    """How much of the world the demo sees, and how it looks.
+
+    Scenes are rendered at render_size and the model reads them at image_size (the processor
+    resizes), so the set-of-marks labels (at least 10 px tall, regions.py) cover little of an
+    object. Two or three objects, 2-7 m away, 0.4-1.6 m big: each usable region spans several
+    8 x 8 patches of the demo model. Training answers word lengths in metric units; the held-out
+    answers in mixed units (m, cm, feet and inches) as SpatialRGPT-Bench's, which the scorer
+    converts.
+    """
 
     seed: int = 0
     image_size: int = 112
+    render_size: int = 224
     train_images: int = 3000
     test_images: int = 100
     qa_per_image: int = 6
     test_qa_per_image: int = 4
 
-    def world_config(self, qa_per_image: int) -> WorldConfig:
-        scene = SceneConfig(width=self.image_size, height=self.image_size)
-        return WorldConfig(scene=scene, qa_per_image=qa_per_image)
+    def world_config(self, qa_per_image: int, units: str = "metric") -> WorldConfig:
+        s = self.render_size
+        scene = SceneConfig(width=s, height=s, min_objects=2, max_objects=3,
+                            hfov_deg=(45.0, 60.0), distance_m=(2.0, 7.0), size_m=(0.4, 1.6))
+        return WorldConfig(scene=scene, qa_per_image=qa_per_image,
+                           min_region_pixels=max(25, s * s // 150), units=units)
 
 
 def caption(sample: WorldSample) -> str:
-    """What stage 1 learns to say about an image: each region's colour, shape and distance."""
+    """What stage 1 learns to say about an image: per region, its colour and shape and the metric
+    facts every SpatialRGPT-Bench relation is made of: forward distance (camera z), sideways offset
+    (camera x), height of its centre above the ground, width and height. E.g.
+    "Region [0]: red box, 3.2 m away, 0.4 m right, 0.6 m up, 0.5 m wide, 0.8 m tall."
+    """
     parts = []
     for k, obj in enumerate(sample.regions):
         info = sample.rendering.objects[obj]
-        depth = info.center_camera[2]                    # forward distance (camera z), metres
-        parts.append(f"Region [{k}]: {info.color} {info.shape}, {depth:.1f} m away.")
+        x, _, z = info.center_camera                     # camera frame: x right, z forward
+        side = "right" if x >= 0 else "left"
+        parts.append(f"Region [{k}]: {info.color} {info.shape}, {z:.1f} m away, "
+                     f"{abs(x):.1f} m {side}, {info.center_world[2]:.1f} m up, "
+                     f"{info.size[0]:.1f} m wide, {info.size[1]:.1f} m tall.")
     return " ".join(parts)
 
 
@@ -84,7 +104,7 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
     write_llava_json(tap(iter_samples(world.train_images, world.seed, "train", train_cfg)),
                      paths["train"], paths["images"])
     paths["captions"].write_text(json.dumps(captions), encoding="utf-8")
-    test_cfg = world.world_config(world.test_qa_per_image)
+    test_cfg = world.world_config(world.test_qa_per_image, units="mixed")
     write_bench_json(iter_samples(world.test_images, world.seed, "test", test_cfg),
                      paths["test"], paths["test_images"])
     paths["corpus"].write_text("\n".join(corpus) + "\n", encoding="utf-8")

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -164,6 +165,77 @@ def ablation_table(metrics: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+ASSET_FILES = ("config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json")
+MAX_ASSET_BYTES = 25 * 2**20
+
+
+def install_asset(out: Path, dest: Path, summary: dict, argv: list[str]) -> Path:
+    """Copy the fused model, its held-out metrics, the ablation table and a TRAINING.md (recipe,
+    command, measurements) to `dest` (the embedded default: spatialgeo_core/assets/default_model).
+    """
+    model_dir, metrics = out / "fused" / "model", out / "fused" / "eval" / "metrics.json"
+    if not (model_dir / "config.json").is_file() or not metrics.is_file():
+        raise RuntimeError(f"{out} has no evaluated fused model: run without --no-eval first")
+    size = sum((model_dir / f).stat().st_size for f in ASSET_FILES)
+    if size > MAX_ASSET_BYTES:
+        raise RuntimeError(f"the model is {size / 2**20:.1f} MiB, over the 25 MiB asset budget")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ASSET_FILES:
+        shutil.copy2(model_dir / f, tmp / f)
+    shutil.copy2(metrics, tmp / "eval_metrics.json")
+    ablation = (out / "ablation.md").read_text() if (out / "ablation.md").is_file() else ""
+    prep = summary.get("prepare", {})
+    fused_run = out / "summary-fused.json"          # the run that trained it, when it was alone
+    train_s = json.loads(fused_run.read_text())["fused"]["train_s"] if fused_run.is_file() else \
+        summary.get("fused", {}).get("train_s", "n/a")
+    (tmp / "TRAINING.md").write_text(TRAINING_MD.format(
+        command="python -m spatialgeo_core.demo.reproduce " + " ".join(argv),
+        prepare=json.dumps(prep, indent=2), ablation=ablation or "(not run)\n",
+        train_s=train_s,
+        size_mib=f"{size / 2**20:.1f}"))
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
+
+
+TRAINING_MD = """# The embedded default model: SpatialGeo-demo
+
+A very small SpatialGeo (CLIP ViT 4 x 128, DINOv2 4 x 128 with geometry levels 1-3, LLaMA 3 x 192,
+112 px input, 8 x 8 patches per tower, 128 interleaved visual tokens; {size_mib} MiB in float32)
+trained from scratch on this repository's synthetic world by `spatialgeo_core.demo.reproduce`.
+It knows nothing but that world: two or three shapes on a ground plane, marked as set-of-marks
+regions. It exists so that a fresh checkout answers spatial questions that mean something, and to
+show the geometry ablation; it is not a substitute for the published SpatialGeo weights.
+
+## Reproduce
+
+    {command}
+
+(from nothing: world, tokenizer, towers, stage 1, stage 2, held-out evaluation; fused training
+took {train_s} s of this run.)
+
+Recipe: world (`DemoWorld`: 3000 training scenes x 6 questions, 224 px renders read at 112 px,
+metric answers; 100 held-out scenes x 4 questions with mixed units); SentencePiece tokenizer on the
+world's text; semantic tower pretrained per patch (object colour, shape, region mark) and geometry
+tower pretrained MoGe-style (affine-invariant point map + metric log-depth), both then frozen;
+stage 1 `training/configs/demo_stage1.yaml` (region captions, plain template, adapters + LLaMA);
+stage 2 `training/configs/demo_stage2.yaml` (every SpatialRGPT-Bench category, vicuna_v1, feature
+dropping 0.1).
+
+## Tower pretraining
+
+```json
+{prepare}
+```
+
+## Held-out scores (the `spatialgeo eval-bench` scorer; eval_metrics.json)
+
+{ablation}"""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DemoWorld()
     p.add_argument("--out", required=True, help="output directory (runs/demo)")
@@ -175,7 +247,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--train-images", type=int, default=d.train_images)
     p.add_argument("--test-images", type=int, default=d.test_images)
-    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--image-size", type=int, default=d.image_size,
+                   help="the model's input size (pixels)")
+    p.add_argument("--render-size", type=int, default=d.render_size,
+                   help="the size scenes are rendered at")
     p.add_argument("--qa-per-image", type=int, default=d.qa_per_image)
     p.add_argument("--vocab-size", type=int, default=768)
     p.add_argument("--tower-images", type=int, default=3000)
@@ -187,6 +262,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="score only the first N items")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--install-asset", type=Path, default=None, metavar="DIR",
+                   help="copy the evaluated fused model and its TRAINING.md to DIR "
+                        "(spatialgeo_core/assets/default_model)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -194,7 +272,8 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    world = DemoWorld(seed=args.seed, image_size=args.image_size, train_images=args.train_images,
+    world = DemoWorld(seed=args.seed, image_size=args.image_size, render_size=args.render_size,
+                      train_images=args.train_images,
                       test_images=args.test_images, qa_per_image=args.qa_per_image)
     started = time.time()
     summary: dict = {"prepare": prepare(out, world, args.tower_images, args.semantic_steps,
@@ -215,6 +294,9 @@ def run(args: argparse.Namespace) -> dict:
     if done:
         (out / "ablation.md").write_text(ablation_table(done))
     (out / f"summary-{'-'.join(variants)}.json").write_text(json.dumps(summary, indent=2))
+    if args.install_asset is not None:
+        summary["asset"] = str(install_asset(out, args.install_asset, summary,
+                                             getattr(args, "argv", [])))
     return summary
 
 
@@ -223,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     summary = run(args)
     print(json.dumps({k: v for k, v in summary.items() if k != "prepare"}, indent=2)[:4000])

@@ -69,11 +69,16 @@ class TowerData:
 
 
 def _patch_targets(sample, grid: int, patch: int):
+    """Per-patch targets at the model's resolution (grid * patch) from a square rendering of any
+    size: each model pixel takes the rendered pixel under its centre."""
     r = sample.rendering
     H = grid * patch
-    inst = r.instance[:H, :H].reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3)
+    rows = ((np.arange(H) + 0.5) * r.instance.shape[0] / H).astype(int)   # [H]
+    cols = ((np.arange(H) + 0.5) * r.instance.shape[1] / H).astype(int)   # [H]
+    inst = r.instance[np.ix_(rows, cols)].reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3)
     inst = inst.reshape(grid * grid, patch * patch)                      # [N, p*p]
-    pts = r.points[:H, :H].reshape(grid, patch, grid, patch, 3).transpose(0, 2, 1, 3, 4)
+    pts = r.points[np.ix_(rows, cols)].reshape(grid, patch, grid, patch, 3)
+    pts = pts.transpose(0, 2, 1, 3, 4)
     pts = pts.reshape(grid * grid, patch * patch, 3)                     # [N, p*p, 3]
     finite = np.isfinite(pts).all(-1)                                    # [N, p*p]
     n = grid * grid

@@ -55,6 +55,9 @@ def add_parsers(subparsers) -> None:
                    help="bench questions per test image")
     p.add_argument("--min-objects", type=_positive, default=2)
     p.add_argument("--max-objects", type=_positive, default=5)
+    p.add_argument("--units", choices=["mixed", "metric"], default="mixed",
+                   help="lengths in training answers: m, cm, feet and inches (mixed) or m and cm "
+                        "(metric); test answers are always mixed, as SpatialRGPT-Bench's")
     p.add_argument("--no-masks", action="store_true",
                    help="LLaVA regions with boxes only (no mask_rle)")
     p.add_argument("--bag", action="store_true", help="also write the test images as a bag")
@@ -93,7 +96,8 @@ def cmd_make_world(args) -> int:
     try:
         scene = SceneConfig(width=args.size, height=args.size, min_objects=args.min_objects,
                             max_objects=args.max_objects)
-        train_cfg = WorldConfig(scene=scene, qa_per_image=args.qa_per_image)
+        train_cfg = WorldConfig(scene=scene, qa_per_image=args.qa_per_image,
+                                units=args.units)
         test_cfg = WorldConfig(scene=scene, qa_per_image=args.test_qa_per_image)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -310,14 +310,28 @@ def _plural(value: float, one: str, many: str) -> str:
     return one if value == 1 else many
 
 
-def format_length(meters: float, rng: np.random.Generator) -> tuple[str, float]:
-    """A natural wording of a length in m, cm or feet and inches; (text, the metres it says).
+UNITS = ("mixed", "metric")
 
-    The stated value is within 5 % (or 5 mm) of `meters`.
+
+def format_length(meters: float, rng: np.random.Generator,
+                  units: str = "mixed") -> tuple[str, float]:
+    """A natural wording of a length; (text, the metres it says).
+
+    units "mixed": m, cm or feet and inches, as SpatialRGPT-Bench answers are; "metric": m or cm
+    only. The stated value is within 5 % (or 5 mm) of `meters`.
     """
     if not meters > 0:
         raise ValueError(f"a length to phrase must be > 0, got {meters}")
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS}, got {units!r}")
     r = float(rng.uniform())
+    if units == "metric":
+        if meters < 1.0 and r < 0.5:
+            cm = max(1, round(meters * 100))
+            return f"{cm} {'centimeters' if r < 0.35 else 'cm'}", cm / 100.0
+        value = round(meters, 2 if meters < 1.0 else 1)
+        text = f"{value:g}"
+        return f"{text} {_plural(value, 'meter', 'meters')}", float(text)
     if meters < 1.0:
         if r < 0.6 or meters < 0.25:
             cm = max(1, round(meters * 100))
@@ -351,11 +365,13 @@ def format_length(meters: float, rng: np.random.Generator) -> tuple[str, float]:
 # One question
 
 def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequence[int],
-            rng: np.random.Generator, fx: float = 1.0, cx: float = 0.0) -> QA | None:
+            rng: np.random.Generator, fx: float = 1.0, cx: float = 0.0,
+            units: str = "mixed") -> QA | None:
     """A question of `category` about A (and B), or None when its answer is not clear.
 
     regions: object indices named "Region [0]", "Region [1]", ... (must contain A and B).
     fx, cx: the camera's (left/right is checked against the image columns).
+    units: how lengths are worded (format_length).
     """
     kind = category_kind(category)
     regions = tuple(int(i) for i in regions)
@@ -411,7 +427,7 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
         meters = vertical_distance(a, b)
         if meters < MIN_VERTICAL_DISTANCE_M:
             return None
-    text, stated = format_length(meters, rng)
+    text, stated = format_length(meters, rng, units)
     fields = {"A": A, "X": text}
     if not single:
         fields["B"] = name[b.index]
@@ -472,7 +488,7 @@ def _candidates(category: str, objects: Sequence[ObjectInfo]) -> list[tuple]:
 
 def generate_qas(objects: Sequence[ObjectInfo], n: int, rng: np.random.Generator,
                  cycle: CategoryCycle, regions: Sequence[int] | None = None, fx: float = 1.0,
-                 cx: float = 0.0) -> list[QA]:
+                 cx: float = 0.0, units: str = "mixed") -> list[QA]:
     """Up to n questions about `objects` (already filtered to usable regions).
 
     regions: the naming shared by all questions (object indices, "Region [k]" = regions[k]);
@@ -494,7 +510,7 @@ def generate_qas(objects: Sequence[ObjectInfo], n: int, rng: np.random.Generator
             a, b = pairs[int(k)]
             naming = regions if regions is not None else (
                 (a.index,) if b is None else (a.index, b.index))
-            made = make_qa(category, a, b, naming, rng, fx, cx)
+            made = make_qa(category, a, b, naming, rng, fx, cx, units)
             if made is not None:
                 used.add((category, a.index, None if b is None else b.index))
                 break

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spatialgeo_core.synthetic.questions import QA, CategoryCycle, generate_qas
+from spatialgeo_core.synthetic.questions import QA, UNITS, CategoryCycle, generate_qas
 from spatialgeo_core.synthetic.render import ObjectInfo, Rendering, render
 from spatialgeo_core.synthetic.scene import SceneConfig, sample_scene
 
@@ -35,12 +35,15 @@ class WorldConfig:
     min_visible_fraction: float = 0.4       # ... shows at least this much of itself
     min_regions: int = 2                    # a scene is redrawn until it has this many
     max_scene_tries: int = 20
+    units: str = "mixed"                    # lengths in answers: "mixed" (m, cm, ft/in) | "metric"
 
     def __post_init__(self):
         for name in ("qa_per_image", "min_region_pixels", "min_regions", "max_scene_tries"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.units not in UNITS:
+            raise ValueError(f"units must be one of {UNITS}, got {self.units!r}")
         if not 0.0 <= self.min_visible_fraction <= 1.0:
             raise ValueError(f"min_visible_fraction must be in [0, 1], got "
                              f"{self.min_visible_fraction}")
@@ -96,7 +99,8 @@ def make_sample(seed: int, split: str, index: int,
     cam = rendering.camera
     cycle = CategoryCycle((int(seed), SPLITS[split]), start=index * cfg.qa_per_image)
     qas = generate_qas(usable, cfg.qa_per_image, rng, cycle,
-                       regions=regions if split == "train" else None, fx=cam.fx, cx=cam.cx)
+                       regions=regions if split == "train" else None, fx=cam.fx, cx=cam.cx,
+                       units=cfg.units)
     return WorldSample(f"synth-{split}-{seed}-{index:06d}", split, index, rendering, regions,
                        tuple(qas))
 

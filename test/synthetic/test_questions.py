@@ -32,6 +32,7 @@ from spatialgeo_core.synthetic import (
     vertical_distance,
 )
 from spatialgeo_core.synthetic.questions import whole_hour
+from spatialgeo_core.synthetic.world import WorldConfig
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +213,25 @@ def test_format_length_rounds_within_five_percent():
     assert {"meters", "cm", "centimeters", "inches", "m"} <= units
     with pytest.raises(ValueError):
         format_length(0.0, rng)
+
+
+def test_metric_units_word_lengths_in_metres_or_centimetres_only():
+    rng = np.random.default_rng(1)
+    units = set()
+    for meters in np.concatenate([rng.uniform(0.05, 1.0, 300), rng.uniform(1.0, 15.0, 300)]):
+        text, stated = format_length(float(meters), rng, units="metric")
+        assert parse_distance_m(text) == pytest.approx(stated, abs=1e-9), text
+        assert abs(stated - meters) <= max(0.05 * meters, 0.005), (meters, text)
+        units.add(re.sub(r"[\d.\s]+", " ", text).strip())
+    assert units <= {"meters", "meter", "cm", "centimeters"}
+    assert {"meters", "cm", "centimeters"} <= units
+    with pytest.raises(ValueError, match="units"):
+        format_length(1.0, rng, units="imperial")
+    with pytest.raises(ValueError, match="units"):
+        WorldConfig(units="imperial")
+    world = WorldConfig(units="metric", qa_per_image=12)
+    answers = [qa.answer for s in iter_samples(20, 5, "train", world) for qa in s.qas]
+    assert not any(w in a for a in answers for w in ("feet", "foot", "inch"))
 
 
 def test_samples_are_reproducible_one_by_one(samples):

@@ -230,3 +230,14 @@ def test_make_world_writes_everything(tmp_path, capsys):
     assert "/camera/image_raw" in types
     with pytest.raises(ConfigError, match="exists"):
         _make_world(argv)
+
+
+def test_make_world_metric_units_reach_the_training_answers(tmp_path):
+    out = tmp_path / "world"
+    assert _make_world(["make-world", "--out", str(out), "--train", "6", "--test", "0",
+                        "--size", "48", "--qa-per-image", "8", "--units", "metric"]) == 0
+    answers = [t["value"] for r in json.loads((out / "train" / "llava.json").read_text())
+               for t in r["conversations"] if t["from"] == "gpt"]
+    assert answers and any(" m" in a or "meter" in a or "cm" in a or "centimeter" in a
+                           for a in answers)
+    assert not any(w in a for a in answers for w in ("feet", "foot", "inch"))
