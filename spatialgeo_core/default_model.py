@@ -78,8 +78,7 @@ def _run_world_demo(pipe, path: Path) -> int:
     from spatialgeo_core.synthetic import make_sample
     from spatialgeo_core.types import GenerationOptions, Region
 
-    demo = DemoWorld(seed=DEMO_SEED)
-    world = demo.world_config(demo.test_qa_per_image, units="mixed")      # the held-out split
+    world = DemoWorld(seed=DEMO_SEED).test_config()
     index = DEMO_SCENE_INDEX
     while True:                   # the first held-out scene from DEMO_SCENE_INDEX that asks one
         sample = make_sample(DEMO_SEED, "test", index, world)

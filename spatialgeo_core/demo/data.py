@@ -48,7 +48,15 @@ class DemoWorld:
     qa_per_image: int = 6
     test_qa_per_image: int = 4
 
-    def world_config(self, qa_per_image: int, units: str = "metric") -> WorldConfig:
+    def train_config(self) -> WorldConfig:
+        """The training split: qa_per_image questions, metric answers."""
+        return self._config(self.qa_per_image, "metric")
+
+    def test_config(self) -> WorldConfig:
+        """The held-out split: test_qa_per_image questions, mixed units as the bench's."""
+        return self._config(self.test_qa_per_image, "mixed")
+
+    def _config(self, qa_per_image: int, units: str) -> WorldConfig:
         s = self.render_size
         scene = SceneConfig(width=s, height=s, min_objects=2, max_objects=3,
                             hfov_deg=(45.0, 60.0), distance_m=(2.0, 7.0), size_m=(0.4, 1.6))
@@ -100,11 +108,11 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
                 corpus.extend((qa.question, qa.answer))
             yield s
 
-    train_cfg = world.world_config(world.qa_per_image)
+    train_cfg = world.train_config()
     write_llava_json(tap(iter_samples(world.train_images, world.seed, "train", train_cfg)),
                      paths["train"], paths["images"])
     paths["captions"].write_text(json.dumps(captions), encoding="utf-8")
-    test_cfg = world.world_config(world.test_qa_per_image, units="mixed")
+    test_cfg = world.test_config()
     write_bench_json(iter_samples(world.test_images, world.seed, "test", test_cfg),
                      paths["test"], paths["test_images"])
     paths["corpus"].write_text("\n".join(corpus) + "\n", encoding="utf-8")

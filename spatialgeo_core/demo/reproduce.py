@@ -57,7 +57,7 @@ def prepare(out: Path, world: DemoWorld, tower_images: int, semantic_steps: int,
     t1 = time.time()
     cfg = demo_config(vocab_size, geometry=True, image_size=world.image_size)
     data = tower_data(tower_images, world.seed, cfg,
-                      world.world_config(world.qa_per_image))
+                      world.train_config())
     torch.manual_seed(world.seed)
     model = SpatialGeoForCausalLM(cfg)
     sem = pretrain_semantic(model.clip_tower, data, semantic_steps, seed=world.seed)

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("pycocotools")
 
@@ -55,7 +56,6 @@ def test_tiny_demo_model_learns_colour_and_distance(tmp_path, monkeypatch):
     (tmp_path / "images").mkdir()
     records = []
     for s in train:
-        from PIL import Image
         Image.fromarray(s.rgb).save(tmp_path / "images" / f"{s.id}.png")
         rec = llava_record(s, f"{s.id}.png")
         rec.pop("qa_info")
