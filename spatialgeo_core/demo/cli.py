@@ -1,8 +1,6 @@
 """`spatialgeo demo-train`: the whole demo training (see spatialgeo_core.demo.reproduce)."""
 from __future__ import annotations
 
-import json
-
 
 def add_parsers(subparsers) -> None:
     """Add `demo-train` to the `spatialgeo` command's subparsers."""
@@ -19,9 +17,7 @@ def add_parsers(subparsers) -> None:
 def cmd_demo_train(args) -> int:
     import sys
 
-    from spatialgeo_core.demo.reproduce import run
+    from spatialgeo_core.demo.reproduce import run_and_report
 
     args.argv = sys.argv[2:]
-    summary = run(args)
-    print(json.dumps({k: v for k, v in summary.items() if k != "prepare"}, indent=2))
-    return 0
+    return run_and_report(args)

@@ -1,6 +1,7 @@
 """Files of the demo recipe, all from spatialgeo_core.synthetic.
 
-    train/llava.json     stage 2: one conversation per image (qa_per_image questions, regions)
+    train/llava.json     stage 2: one conversation per image (qa_per_image questions, regions),
+                         plus every caption_every-th scene's caption asked for with DESCRIBE
     train/captions.json  stage 1: "<image>" -> "Region [k]: <colour> <shape>, <z> m away, <x> m
                          left|right, <h> m up, <w> m wide, <t> m tall. ..." (see caption())
     test/bench.json      held-out scenes (split "test"), SpatialRGPT-Bench items
@@ -37,7 +38,10 @@ class DemoWorld:
     object. Two or three objects, 2-7 m away, 0.4-1.6 m big: each usable region spans several
     8 x 8 patches of the demo model. Training answers word lengths in metric units; the held-out
     answers in mixed units (m, cm, feet and inches) as SpatialRGPT-Bench's, which the scorer
-    converts.
+    converts. Stage 2 keeps some of stage 1's captions in its data (as LLaVA-1.5's instruction
+    mix keeps captioning and grounding data): every caption_every-th training scene's caption
+    joins llava.json as its own record (0: none), so instruction tuning keeps reading the
+    per-region facts the spatial questions are made of.
     """
 
     seed: int = 0
@@ -47,6 +51,7 @@ class DemoWorld:
     test_images: int = 100
     qa_per_image: int = 6
     test_qa_per_image: int = 4
+    caption_every: int = 2
 
     def train_config(self) -> WorldConfig:
         """The training split: qa_per_image questions, metric answers."""
@@ -81,11 +86,16 @@ def caption(sample: WorldSample) -> str:
     return " ".join(parts)
 
 
-def _caption_record(sample: WorldSample, image: str) -> dict:
+DESCRIBE = "Describe the marked regions."
+
+
+def _caption_record(sample: WorldSample, image: str, question: str = "") -> dict:
+    """A record whose one answer is caption(sample): "<image>\n" (stage 1, plain template) or
+    "<image>\n" + question (stage 2)."""
     rec = llava_record(sample, image, with_masks=True)
-    rec["conversations"] = [{"from": "human", "value": "<image>\n"},
+    rec["conversations"] = [{"from": "human", "value": "<image>\n" + question},
                             {"from": "gpt", "value": caption(sample)}]
-    rec["id"] = sample.id + "-caption"
+    rec["id"] = sample.id + ("-describe" if question else "-caption")
     rec.pop("qa_info")
     return rec
 
@@ -98,12 +108,16 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
              "test_images": out / "test" / "images", "corpus": out / "corpus.txt"}
     corpus: list[str] = [t.system for t in TEMPLATES.values() if t.system]
     captions: list[dict] = []
+    described: list[dict] = []
 
     def tap(samples: Iterator[WorldSample]) -> Iterator[WorldSample]:
         for s in samples:
             if s.qas:
                 captions.append(_caption_record(s, f"{s.id}.png"))
                 corpus.append(captions[-1]["conversations"][1]["value"])
+                if world.caption_every and (len(captions) - 1) % world.caption_every == 0:
+                    described.append(_caption_record(s, f"{s.id}.png", DESCRIBE))
+                    corpus.append(DESCRIBE)
             for qa in s.qas:
                 corpus.extend((qa.question, qa.answer))
             yield s
@@ -112,6 +126,9 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
     write_llava_json(tap(iter_samples(world.train_images, world.seed, "train", train_cfg)),
                      paths["train"], paths["images"])
     paths["captions"].write_text(json.dumps(captions), encoding="utf-8")
+    if described:
+        records = json.loads(paths["train"].read_text(encoding="utf-8"))
+        paths["train"].write_text(json.dumps(records + described), encoding="utf-8")
     test_cfg = world.test_config()
     write_bench_json(iter_samples(world.test_images, world.seed, "test", test_cfg),
                      paths["test"], paths["test_images"])

@@ -220,10 +220,11 @@ took {train_s} s of this run.)
 Recipe: world (`DemoWorld`: 3000 training scenes x 6 questions, 224 px renders read at 112 px,
 metric answers; 100 held-out scenes x 4 questions with mixed units); SentencePiece tokenizer on the
 world's text; semantic tower pretrained per patch (object colour, shape, region mark) and geometry
-tower pretrained MoGe-style (affine-invariant point map + metric log-depth), both then frozen;
+tower pretrained MoGe-style (affine-invariant point map + metric log-depth, plus the same per-patch
+appearance head: DINOv2 features keep what the image looks like), both then frozen;
 stage 1 `training/configs/demo_stage1.yaml` (region captions, plain template, adapters + LLaMA);
-stage 2 `training/configs/demo_stage2.yaml` (every SpatialRGPT-Bench category, vicuna_v1, feature
-dropping 0.1).
+stage 2 `training/configs/demo_stage2.yaml` (every SpatialRGPT-Bench category plus every second
+scene's caption as "Describe the marked regions.", vicuna_v1, feature dropping 0.1).
 
 ## Tower pretraining
 
@@ -252,6 +253,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--render-size", type=int, default=d.render_size,
                    help="the size scenes are rendered at")
     p.add_argument("--qa-per-image", type=int, default=d.qa_per_image)
+    p.add_argument("--caption-every", type=int, default=d.caption_every,
+                   help="every N-th training scene's region caption joins the stage-2 data (0: "
+                        "none)")
     p.add_argument("--vocab-size", type=int, default=768)
     p.add_argument("--tower-images", type=int, default=3000)
     p.add_argument("--semantic-steps", type=int, default=1500)
@@ -274,7 +278,8 @@ def run(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     world = DemoWorld(seed=args.seed, image_size=args.image_size, render_size=args.render_size,
                       train_images=args.train_images,
-                      test_images=args.test_images, qa_per_image=args.qa_per_image)
+                      test_images=args.test_images, qa_per_image=args.qa_per_image,
+                      caption_every=args.caption_every)
     started = time.time()
     summary: dict = {"prepare": prepare(out, world, args.tower_images, args.semantic_steps,
                                         args.geometry_steps, args.vocab_size)}
@@ -300,6 +305,18 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
+def run_and_report(args: argparse.Namespace) -> int:
+    """run(args), its summary on stdout; a stage that stopped early (a stop signal: resumable)
+    or an asset that cannot be installed is one line on stderr and exit status 1."""
+    try:
+        summary = run(args)
+    except RuntimeError as e:
+        print(f"demo training: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: v for k, v in summary.items() if k != "prepare"}, indent=2)[:4000])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m spatialgeo_core.demo.reproduce",
                                 description=__doc__.split("\n\n")[0])
@@ -307,9 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    summary = run(args)
-    print(json.dumps({k: v for k, v in summary.items() if k != "prepare"}, indent=2)[:4000])
-    return 0
+    return run_and_report(args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ set-of-marks regions drawn exactly as training and serving draw them:
 - geometry tower (DINOv2 ViT, MoGe-style): per patch, a linear head predicts a point map
   (u, v, log z) -> (u z, v z, z) in the camera frame; the loss aligns it to the ground truth with
   the least-squares scale and z-shift (affine-invariant, as MoGe v1) plus a small metric
-  log-depth term (MoGe-2's metric scale), on patches that are not sky.
+  log-depth term (MoGe-2's metric scale), on patches that are not sky. A second linear head
+  classifies the patch's colour, shape and region mark (weight `appearance_weight`): MoGe's
+  encoder is DINOv2, whose self-supervised features keep what the image looks like (linear
+  probes read objects and parts from them); a geometry-only tiny tower would be blind to the
+  set-of-marks labels that tell the regions apart.
 """
 from __future__ import annotations
 
@@ -119,6 +123,35 @@ def tower_data(n: int, seed: int, cfg: SpatialGeoConfig, world: WorldConfig,
 
 
 # ---- losses ---------------------------------------------------------------------------------
+class AppearanceHead(nn.Module):
+    """Per-patch linear classifier of the covering object's colour and shape and of the region
+    mark drawn on it (each with a "background" / "no region" class)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.sizes = (len(COLOURS) + 1, len(SHAPES) + 1, MAX_REGIONS + 1)
+        self.linear = nn.Linear(d, sum(self.sizes))
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """[b, N, d] -> (colour [b, N, C+1], shape [b, N, S+1], region [b, N, R+1]) logits."""
+        return torch.split(self.linear(feats), self.sizes, dim=-1)
+
+    @staticmethod
+    def _targets(data: TowerData, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return data.colour[idx], data.shape[idx], data.region[idx]
+
+    def loss(self, feats: torch.Tensor, data: TowerData, idx: torch.Tensor) -> torch.Tensor:
+        return sum(F.cross_entropy(lg.flatten(0, 1), t.flatten())
+                   for lg, t in zip(self(feats), self._targets(data, idx), strict=True))
+
+    def accuracy(self, feats: torch.Tensor, data: TowerData, idx: torch.Tensor) -> dict:
+        """Accuracies on the patches an object covers."""
+        obj = data.colour[idx] < len(COLOURS)
+        return {f"{name}_acc_objects": round(float((lg.argmax(-1) == t)[obj].float().mean()), 4)
+                for name, lg, t in zip(("colour", "shape", "region"), self(feats),
+                                       self._targets(data, idx), strict=True)}
+
+
 def point_map(raw: torch.Tensor) -> torch.Tensor:
     """Head output (u, v, log z) [B, N, 3] -> camera-frame points (u z, v z, z) [B, N, 3]."""
     z = raw[..., 2:3].clamp(-4, 4).exp()
@@ -177,52 +210,47 @@ def _loop(params, step_fn, data: TowerData, steps: int, batch: int, lr: float, s
 def pretrain_semantic(tower: nn.Module, data: TowerData, steps: int, batch: int = 32,
                       lr: float = 2e-3, seed: int = 0) -> dict[str, float]:
     """Train a ClipTower in place; returns per-patch accuracies on `data`."""
-    d = tower.cfg.hidden_size
-    head = nn.Linear(d, len(COLOURS) + 1 + len(SHAPES) + 1 + MAX_REGIONS + 1)
-    cuts = np.cumsum([len(COLOURS) + 1, len(SHAPES) + 1]).tolist()
+    head = AppearanceHead(tower.cfg.hidden_size)
     tower.requires_grad_(True).train()
 
-    def logits(idx):
-        out = head(tower(data.pixels[idx]))                              # [b, N, C]
-        return torch.tensor_split(out, cuts, dim=-1)
-
     def step_fn(idx):
-        lc, ls, lr_ = logits(idx)
-        return (F.cross_entropy(lc.flatten(0, 1), data.colour[idx].flatten())
-                + F.cross_entropy(ls.flatten(0, 1), data.shape[idx].flatten())
-                + F.cross_entropy(lr_.flatten(0, 1), data.region[idx].flatten()))
+        return head.loss(tower(data.pixels[idx]), data, idx)
 
     params = list(tower.parameters()) + list(head.parameters())
     _loop(params, step_fn, data, steps, batch, lr, seed, "semantic tower")
     tower.requires_grad_(False).eval()
     with torch.no_grad():
         idx = torch.arange(min(256, data.pixels.shape[0]))
-        lc, ls, lr_ = logits(idx)
-        obj = data.colour[idx] < len(COLOURS)
-        acc = {"colour_acc_objects": (lc.argmax(-1) == data.colour[idx])[obj].float().mean(),
-               "shape_acc_objects": (ls.argmax(-1) == data.shape[idx])[obj].float().mean(),
-               "region_acc_objects": (lr_.argmax(-1) == data.region[idx])[obj].float().mean()}
-    return {k: round(float(v), 4) for k, v in acc.items()}
+        return head.accuracy(tower(data.pixels[idx]), data, idx)
 
 
 def pretrain_geometry(tower: nn.Module, data: TowerData, steps: int, batch: int = 32,
-                      lr: float = 5e-4, seed: int = 0) -> dict[str, float]:
-    """Train a GeometryTower in place (MoGe-style point map); returns its depth error."""
-    head = nn.Linear(tower.cfg.embed_dim, 3)
+                      lr: float = 5e-4, seed: int = 0,
+                      appearance_weight: float = 0.5) -> dict[str, float]:
+    """Train a GeometryTower in place (MoGe-style point map, plus the appearance head when
+    appearance_weight > 0); returns its depth error and appearance accuracies."""
+    d = tower.cfg.embed_dim
+    points_head, looks = nn.Linear(d, 3), AppearanceHead(d)
     tower.requires_grad_(True).train()
 
-    def predict(idx):
-        return point_map(head(tower(data.pixels[idx])[-1]))             # [b, N, 3]
-
     def step_fn(idx):
-        return affine_invariant_point_loss(predict(idx), data.points[idx], data.valid[idx])
+        feats = tower(data.pixels[idx])[-1]                              # [b, N, d]
+        loss = affine_invariant_point_loss(point_map(points_head(feats)), data.points[idx],
+                                           data.valid[idx])
+        if appearance_weight:
+            loss = loss + appearance_weight * looks.loss(feats, data, idx)
+        return loss
 
-    params = list(tower.parameters()) + list(head.parameters())
+    params = list(tower.parameters()) + list(points_head.parameters()) + list(looks.parameters())
     _loop(params, step_fn, data, steps, batch, lr, seed, "geometry tower")
     tower.requires_grad_(False).eval()
     with torch.no_grad():
         idx = torch.arange(min(256, data.pixels.shape[0]))
-        pred, gt, v = predict(idx), data.points[idx], data.valid[idx]
+        feats = tower(data.pixels[idx])[-1]
+        pred, gt, v = point_map(points_head(feats)), data.points[idx], data.valid[idx]
         v = v & (gt[..., 2] < MAX_DEPTH_M)
         abs_rel = ((pred[..., 2] - gt[..., 2]).abs() / gt[..., 2].clamp(min=0.1))[v].mean()
-    return {"metric_depth_abs_rel": round(float(abs_rel), 4)}
+        out = {"metric_depth_abs_rel": round(float(abs_rel), 4)}
+        if appearance_weight:
+            out.update(looks.accuracy(feats, data, idx))
+    return out

@@ -111,3 +111,53 @@ def test_the_world_demo_asks_about_a_held_out_scene(tmp_path, capsys):
     assert "synth-test-0-" in out and "(held out)" in out
     assert "question:" in out and "Region [0]" in out and "Region [1]" in out
     assert "ground truth:" in out and "(exact: " in out and " m)" in out
+
+
+def test_demo_world_files_hold_the_captions_twice_and_the_captions_hold_the_truth(tmp_path):
+    """Stage 1 reads every training scene's caption; stage 2's llava.json holds the conversations
+    plus every caption_every-th caption as a DESCRIBE question, with the same answer; a caption's
+    numbers are the scene's ground truth."""
+    import re
+
+    from spatialgeo_core.demo.data import DESCRIBE, DemoWorld, write_world
+    from spatialgeo_core.synthetic import iter_samples
+
+    world = DemoWorld(train_images=5, test_images=2, caption_every=2)
+    paths = write_world(world, tmp_path)
+    captions = json.loads(paths["captions"].read_text())
+    train = json.loads(paths["train"].read_text())
+    described = [r for r in train if r["conversations"][0]["value"] == "<image>\n" + DESCRIBE]
+    assert len(captions) == 5 and len(train) == 5 + 3 and len(described) == 3
+    by_image = {r["image"]: r["conversations"][1]["value"] for r in captions}
+    for r in described:
+        assert r["conversations"][1]["value"] == by_image[r["image"]]
+    assert [r["image"] for r in described] == [captions[i]["image"] for i in (0, 2, 4)]
+    assert DESCRIBE in paths["corpus"].read_text()
+
+    fact = re.compile(r"Region \[(\d)\]: (\w+) (\w+), ([\d.]+) m away, ([\d.]+) m (left|right), "
+                      r"(-?[\d.]+) m up, ([\d.]+) m wide, ([\d.]+) m tall\.")
+    for sample, rec in zip(iter_samples(5, world.seed, "train", world.train_config()), captions,
+                           strict=True):
+        found = fact.findall(rec["conversations"][1]["value"])
+        assert len(found) == len(sample.regions) >= 2
+        for k, colour, shape, z, x, side, _, w, h in found:
+            info = sample.rendering.objects[sample.regions[int(k)]]
+            assert (colour, shape) == (info.color, info.shape)
+            assert float(z) == pytest.approx(info.center_camera[2], abs=0.051)
+            assert float(x) == pytest.approx(abs(info.center_camera[0]), abs=0.051)
+            assert side == ("right" if info.center_camera[0] >= 0 else "left")
+            assert (float(w), float(h)) == pytest.approx(info.size[:2], abs=0.051)
+
+
+def test_a_stopped_demo_training_is_one_line_and_exit_status_1(monkeypatch, capsys):
+    from spatialgeo_core.demo import reproduce
+
+    def stopped(args):
+        raise RuntimeError("stage 2 (fused) stopped at step 10 of 1500 (paused); run the "
+                           "command again to resume it")
+
+    monkeypatch.setattr(reproduce, "run", stopped)
+    assert main(["demo-train", "--out", "unused"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("demo training: stage 2 (fused) stopped at step 10 of 1500 (paused); "
+                           "run the command again to resume it")

@@ -74,6 +74,7 @@ def test_tiny_demo_model_learns_colour_and_distance(tmp_path, monkeypatch):
     geometry = pretrain_geometry(model.geo_tower, data, steps=150, seed=0)
     assert semantic["colour_acc_objects"] > 0.5, semantic
     assert geometry["metric_depth_abs_rel"] < 0.4, geometry
+    assert geometry["colour_acc_objects"] > 1.5 / len(PALETTE), geometry  # DINOv2-like: it sees
     save_ours(tmp_path / "init", cfg, model.state_dict(), tokenizer_dir=tok)
 
     monkeypatch.setenv("SPATIALGEO_INIT", str(tmp_path / "init"))
