@@ -23,6 +23,10 @@ Rules, so that scores are reproducible:
   decides, with the negations of its clause counted and its subject checked against the
   question's first region ("Region [1] is to the right of Region [0]" affirms "Region [0] is left
   of Region [1]"). A negated opposite affirms ("not to the right" answers "left?" with yes).
+- Choices: the region the statement of the relation (or its opposite) picks; failing that, the
+  one region named ("Region [1]."), unless the answer words another relation instead ("which is
+  wider?" - "Region [1] is shorter."): such an off-topic answer is unreadable (None), as it is for
+  a predicate.
 """
 from __future__ import annotations
 
@@ -665,4 +669,13 @@ def parse_choice(text: str, question: str, category: str | None = None) -> str |
         return None if chosen is None else show(chosen)
     if re.search(r"\b(?:both|neither|same|equal)\b", t):
         return None
+    if relation and _states_another_relation(t, relation):
+        return None                    # "which is wider?" - "Region [1] is shorter.": off topic
     return show(mentioned[0])
+
+
+def _states_another_relation(text: str, relation: str) -> bool:
+    """Whether the text words a qualitative relation other than `relation` and its opposite."""
+    asked = {relation, OPPOSITE[relation]}
+    return any(re.search(p, text) for r in QUALITATIVE_RELATIONS if r not in asked
+               for p in _REL_PHRASES[r])

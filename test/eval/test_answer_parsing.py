@@ -233,6 +233,11 @@ CHOICES = [
     ("Which is taller, the chair or the lamp?", "The chair is shorter than the lamp.", "lamp"),
     ("Between the red box and the table, which one is positioned higher?", "The red box.",
      "red box"),
+    # off topic: another relation than the one asked is no answer (as for a predicate)
+    ("Between Region [0] and Region [1], which one is broader?", "Region [1] is shorter.", None),
+    ("Which is more to the left, Region [0] or Region [1]?", "Region [0] is closer to the camera.",
+     None),
+    ("Which is wider, Region [0] or Region [1]?", "Region [1] is taller and wider.", "Region [1]"),
 ]
 
 
