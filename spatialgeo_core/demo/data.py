@@ -124,11 +124,8 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
 
     train_cfg = world.train_config()
     write_llava_json(tap(iter_samples(world.train_images, world.seed, "train", train_cfg)),
-                     paths["train"], paths["images"])
+                     paths["train"], paths["images"], extra=described)
     paths["captions"].write_text(json.dumps(captions), encoding="utf-8")
-    if described:
-        records = json.loads(paths["train"].read_text(encoding="utf-8"))
-        paths["train"].write_text(json.dumps(records + described), encoding="utf-8")
     test_cfg = world.test_config()
     write_bench_json(iter_samples(world.test_images, world.seed, "test", test_cfg),
                      paths["test"], paths["test_images"])

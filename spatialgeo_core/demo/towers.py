@@ -230,18 +230,20 @@ def pretrain_geometry(tower: nn.Module, data: TowerData, steps: int, batch: int 
     """Train a GeometryTower in place (MoGe-style point map, plus the appearance head when
     appearance_weight > 0); returns its depth error and appearance accuracies."""
     d = tower.cfg.embed_dim
-    points_head, looks = nn.Linear(d, 3), AppearanceHead(d)
+    points_head = nn.Linear(d, 3)
+    looks = AppearanceHead(d) if appearance_weight else None
     tower.requires_grad_(True).train()
 
     def step_fn(idx):
         feats = tower(data.pixels[idx])[-1]                              # [b, N, d]
         loss = affine_invariant_point_loss(point_map(points_head(feats)), data.points[idx],
                                            data.valid[idx])
-        if appearance_weight:
+        if looks is not None:
             loss = loss + appearance_weight * looks.loss(feats, data, idx)
         return loss
 
-    params = list(tower.parameters()) + list(points_head.parameters()) + list(looks.parameters())
+    heads = [points_head] + ([looks] if looks is not None else [])
+    params = list(tower.parameters()) + [q for h in heads for q in h.parameters()]
     _loop(params, step_fn, data, steps, batch, lr, seed, "geometry tower")
     tower.requires_grad_(False).eval()
     with torch.no_grad():
@@ -251,6 +253,6 @@ def pretrain_geometry(tower: nn.Module, data: TowerData, steps: int, batch: int 
         v = v & (gt[..., 2] < MAX_DEPTH_M)
         abs_rel = ((pred[..., 2] - gt[..., 2]).abs() / gt[..., 2].clamp(min=0.1))[v].mean()
         out = {"metric_depth_abs_rel": round(float(abs_rel), 4)}
-        if appearance_weight:
+        if looks is not None:
             out.update(looks.accuracy(feats, data, idx))
     return out

@@ -90,11 +90,12 @@ def llava_record(sample: WorldSample, image: str, with_masks: bool = True) -> di
 
 
 def write_llava_json(samples: Iterable[WorldSample], path: str | Path, image_dir: str | Path,
-                     with_masks: bool = True) -> Path:
+                     with_masks: bool = True, extra: Iterable[dict] = ()) -> Path:
     """Save each sample's image as image_dir/<id>.png and write the LLaVA JSON list to path.
 
     "image" is the file name relative to image_dir (LLaVA's image_folder). Samples without a
-    question are left out. Returns the path.
+    question are left out. `extra`: records written after the samples' ones, read once the samples
+    are consumed (so a generator over `samples` may fill it). Returns the path.
     """
     path, image_dir = Path(path), Path(image_dir)
     records = []
@@ -105,6 +106,7 @@ def write_llava_json(samples: Iterable[WorldSample], path: str | Path, image_dir
         name = _image_name(sample)
         save_png(sample.rgb, image_dir / name)
         records.append(llava_record(sample, name, with_masks=with_masks))
+    records.extend(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records), encoding="utf-8")
     logger.info("wrote %d LLaVA records to %s (images in %s)", len(records), path, image_dir)
