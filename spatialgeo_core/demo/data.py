@@ -35,13 +35,17 @@ class DemoWorld:
 
     Scenes are rendered at render_size and the model reads them at image_size (the processor
     resizes), so the set-of-marks labels (at least 10 px tall, regions.py) cover little of an
-    object. Two or three objects, 2-7 m away, 0.4-1.6 m big: each usable region spans several
-    8 x 8 patches of the demo model. Training answers word lengths in metric units; the held-out
-    answers in mixed units (m, cm, feet and inches) as SpatialRGPT-Bench's, which the scorer
-    converts. Stage 2 keeps some of stage 1's captions in its data (as LLaVA-1.5's instruction
-    mix keeps captioning and grounding data): every caption_every-th training scene's caption
-    joins llava.json as its own record (0: none), so instruction tuning keeps reading the
-    per-region facts the spatial questions are made of.
+    object. Two or three objects, 2-7 m away, 0.4-1.6 m big: each usable region spans several 8 x 8
+    patches of the demo model. Training answers word lengths in metric units; the held-out answers
+    in mixed units (m, cm, feet and inches) as SpatialRGPT-Bench's, which the scorer converts.
+    Training answers are worded one way per category (wording "plain": "Region [1] is taller.",
+    "Yes, ...", "Region [0] is 1.3 m wide."; questions stay varied): with the bench's several
+    paraphrases, most of a from-scratch model's loss is which paraphrase comes, noise around the
+    one token that carries the answer (from the same stage 1, held-out 47.2% / 39.8% qualitative /
+    quantitative became 50.6% / 44.3%: within the run-to-run spread). Stage 2 keeps some of stage
+    1's captions in its data (as LLaVA-1.5's instruction mix keeps captioning and grounding data):
+    every caption_every-th training scene's caption joins llava.json as its own record (0: none),
+    so instruction tuning keeps reading the per-region facts the spatial questions are made of.
     """
 
     seed: int = 0
@@ -52,21 +56,23 @@ class DemoWorld:
     qa_per_image: int = 6
     test_qa_per_image: int = 4
     caption_every: int = 2
+    wording: str = "plain"
 
     def train_config(self) -> WorldConfig:
         """The training split: qa_per_image questions, metric answers."""
-        return self._config(self.qa_per_image, "metric")
+        return self._config(self.qa_per_image, "metric", self.wording)
 
     def test_config(self) -> WorldConfig:
         """The held-out split: test_qa_per_image questions, mixed units as the bench's."""
         return self._config(self.test_qa_per_image, "mixed")
 
-    def _config(self, qa_per_image: int, units: str) -> WorldConfig:
+    def _config(self, qa_per_image: int, units: str, wording: str = "varied") -> WorldConfig:
         s = self.render_size
         scene = SceneConfig(width=s, height=s, min_objects=2, max_objects=3,
                             hfov_deg=(45.0, 60.0), distance_m=(2.0, 7.0), size_m=(0.4, 1.6))
         return WorldConfig(scene=scene, qa_per_image=qa_per_image,
-                           min_region_pixels=max(25, s * s // 150), units=units)
+                           min_region_pixels=max(25, s * s // 150), units=units,
+                           wording=wording)
 
 
 def caption(sample: WorldSample) -> str:

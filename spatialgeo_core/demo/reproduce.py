@@ -207,8 +207,11 @@ A very small SpatialGeo (CLIP ViT 4 x 128, DINOv2 4 x 128 with geometry levels 1
 112 px input, 8 x 8 patches per tower, 128 interleaved visual tokens; {size_mib} MiB in float32)
 trained from scratch on this repository's synthetic world by `spatialgeo_core.demo.reproduce`.
 It knows nothing but that world: two or three shapes on a ground plane, marked as set-of-marks
-regions. It exists so that a fresh checkout answers spatial questions that mean something, and to
-show the geometry ablation; it is not a substitute for the published SpatialGeo weights.
+regions. It exists so that a fresh checkout runs the whole pipeline on a trained model and
+prints its answer beside the ground truth, and to measure the geometry ablation; it is not a
+substitute for the published SpatialGeo weights. Read its scores below before trusting an answer:
+at this budget (30 CPU minutes) its lengths are about as good as the world's priors and its
+comparisons of two regions are near chance.
 
 ## Reproduce
 
@@ -218,13 +221,14 @@ show the geometry ablation; it is not a substitute for the published SpatialGeo 
 took {train_s} s of this run.)
 
 Recipe: world (`DemoWorld`: 3000 training scenes x 6 questions, 224 px renders read at 112 px,
-metric answers; 100 held-out scenes x 4 questions with mixed units); SentencePiece tokenizer on the
-world's text; semantic tower pretrained per patch (object colour, shape, region mark) and geometry
-tower pretrained MoGe-style (affine-invariant point map + metric log-depth, plus the same per-patch
-appearance head: DINOv2 features keep what the image looks like), both then frozen;
-stage 1 `training/configs/demo_stage1.yaml` (region captions, plain template, adapters + LLaMA);
-stage 2 `training/configs/demo_stage2.yaml` (every SpatialRGPT-Bench category plus every second
-scene's caption as "Describe the marked regions.", vicuna_v1, feature dropping 0.1).
+answers in metres, worded one way per category; 100 held-out scenes x 4 questions with mixed
+units); SentencePiece tokenizer on the world's text; semantic tower pretrained per patch (object
+colour, shape, region mark) and geometry tower pretrained MoGe-style (affine-invariant point map +
+metric log-depth, plus the same per-patch appearance head: DINOv2 features keep what the image
+looks like), both then frozen; stage 1 `training/configs/demo_stage1.yaml` (region captions, plain
+template, adapters + LLaMA); stage 2 `training/configs/demo_stage2.yaml` (every SpatialRGPT-Bench
+category plus every second scene's caption as "Describe the marked regions.", vicuna_v1, feature
+dropping 0.1).
 
 ## Tower pretraining
 
@@ -256,6 +260,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--caption-every", type=int, default=d.caption_every,
                    help="every N-th training scene's region caption joins the stage-2 data (0: "
                         "none)")
+    p.add_argument("--wording", choices=["plain", "varied"], default=d.wording,
+                   help="training answers worded one way per category, or varied as the bench's")
     p.add_argument("--vocab-size", type=int, default=768)
     p.add_argument("--tower-images", type=int, default=3000)
     p.add_argument("--semantic-steps", type=int, default=1500)
@@ -279,7 +285,7 @@ def run(args: argparse.Namespace) -> dict:
     world = DemoWorld(seed=args.seed, image_size=args.image_size, render_size=args.render_size,
                       train_images=args.train_images,
                       test_images=args.test_images, qa_per_image=args.qa_per_image,
-                      caption_every=args.caption_every)
+                      caption_every=args.caption_every, wording=args.wording)
     started = time.time()
     summary: dict = {"prepare": prepare(out, world, args.tower_images, args.semantic_steps,
                                         args.geometry_steps, args.vocab_size)}

@@ -58,6 +58,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--units", choices=["mixed", "metric"], default="mixed",
                    help="lengths in training answers: m, cm, feet and inches (mixed) or m and cm "
                         "(metric); test answers are always mixed, as SpatialRGPT-Bench's")
+    p.add_argument("--wording", choices=["varied", "plain"], default="varied",
+                   help="training answers: several phrasings (varied) or one per category (plain, "
+                        "lengths in metres); test answers are always varied")
     p.add_argument("--no-masks", action="store_true",
                    help="LLaVA regions with boxes only (no mask_rle)")
     p.add_argument("--bag", action="store_true", help="also write the test images as a bag")
@@ -97,7 +100,7 @@ def cmd_make_world(args) -> int:
         scene = SceneConfig(width=args.size, height=args.size, min_objects=args.min_objects,
                             max_objects=args.max_objects)
         train_cfg = WorldConfig(scene=scene, qa_per_image=args.qa_per_image,
-                                units=args.units)
+                                units=args.units, wording=args.wording)
         test_cfg = WorldConfig(scene=scene, qa_per_image=args.test_qa_per_image)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

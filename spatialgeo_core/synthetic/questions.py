@@ -311,6 +311,18 @@ def _plural(value: float, one: str, many: str) -> str:
 
 
 UNITS = ("mixed", "metric")
+# How answers are worded: "varied" picks one of several phrasings (as the bench's references);
+# "plain" always the first, with lengths in metres ("1.3 m", "0.45 m" below 1 m), so that a small
+# model trained from scratch spends its loss on the spatial content, not on which paraphrase.
+WORDINGS = ("varied", "plain")
+
+
+def plain_length(meters: float) -> tuple[str, float]:
+    """A length in metres, 2 decimals below 1 m and 1 above; (text, the metres it says)."""
+    if not meters > 0:
+        raise ValueError(f"a length to phrase must be > 0, got {meters}")
+    text = f"{max(0.01, round(meters, 2 if meters < 1.0 else 1)):g}"
+    return f"{text} m", float(text)
 
 
 def format_length(meters: float, rng: np.random.Generator,
@@ -366,13 +378,20 @@ def format_length(meters: float, rng: np.random.Generator,
 
 def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequence[int],
             rng: np.random.Generator, fx: float = 1.0, cx: float = 0.0,
-            units: str = "mixed") -> QA | None:
+            units: str = "mixed", wording: str = "varied") -> QA | None:
     """A question of `category` about A (and B), or None when its answer is not clear.
 
     regions: object indices named "Region [0]", "Region [1]", ... (must contain A and B).
     fx, cx: the camera's (left/right is checked against the image columns).
     units: how lengths are worded (format_length).
+    wording: "varied" or "plain" answers (WORDINGS); questions are always varied.
     """
+    if wording not in WORDINGS:
+        raise ValueError(f"wording must be one of {WORDINGS}, got {wording!r}")
+
+    def say(options: Sequence[str]) -> str:                  # the wording of an answer
+        return options[0] if wording == "plain" else _pick(rng, options)
+
     kind = category_kind(category)
     regions = tuple(int(i) for i in regions)
     single = category in SINGLE_OBJECT_CATEGORIES
@@ -398,13 +417,13 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
             p = _pick(rng, _PHRASES[relation])
             o = _pick(rng, _PHRASES[OPPOSITE[relation]])
             question = _pick(rng, _PREDICATE_Q).format(A=A, B=B, p=p)
-            answer = _pick(rng, _PREDICATE_YES if truth else _PREDICATE_NO)
+            answer = say(_PREDICATE_YES if truth else _PREDICATE_NO)
             return qa(question, answer.format(A=A, B=B, p=p, o=o), truth, truth)
         c = _pick(rng, _COMPARATIVES[relation])
         question = _pick(rng, _CHOICE_Q).format(A=A, B=B, c=c)
         chosen, other = (a, b) if truth else (b, a)
-        c = _pick(rng, _COMPARATIVES[relation])
-        answer = _pick(rng, _CHOICE_A).format(X=name[chosen.index], Y=name[other.index], c=c)
+        c = c if wording == "plain" else _pick(rng, _COMPARATIVES[relation])
+        answer = say(_CHOICE_A).format(X=name[chosen.index], Y=name[other.index], c=c)
         return qa(question, answer, chosen.index, name[chosen.index])
 
     if category == DIRECTION_CATEGORY:
@@ -412,7 +431,7 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
         hours = clock_hours(a, b)
         n = whole_hour(hours)
         question = _pick(rng, _QUANT_Q[category]).format(A=A, B=B)
-        answer = _pick(rng, _QUANT_A[category]).format(A=A, B=B, N=n)
+        answer = say(_QUANT_A[category]).format(A=A, B=B, N=n)
         return qa(question, answer, hours, float(n))
 
     if category == "width_data":
@@ -427,14 +446,15 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
         meters = vertical_distance(a, b)
         if meters < MIN_VERTICAL_DISTANCE_M:
             return None
-    text, stated = format_length(meters, rng, units)
+    text, stated = (plain_length(meters) if wording == "plain"
+                    else format_length(meters, rng, units))
     fields = {"A": A, "X": text}
     if not single:
         fields["B"] = name[b.index]
         hi, lo = (a, b) if a.center_world[2] >= b.center_world[2] else (b, a)
         fields["H"], fields["L"] = name[hi.index], name[lo.index]
     question = _pick(rng, _QUANT_Q[category]).format(**fields)
-    answer = _pick(rng, _QUANT_A[category]).format(**fields)
+    answer = say(_QUANT_A[category]).format(**fields)
     return qa(question, answer, float(meters), float(stated))
 
 
@@ -488,7 +508,7 @@ def _candidates(category: str, objects: Sequence[ObjectInfo]) -> list[tuple]:
 
 def generate_qas(objects: Sequence[ObjectInfo], n: int, rng: np.random.Generator,
                  cycle: CategoryCycle, regions: Sequence[int] | None = None, fx: float = 1.0,
-                 cx: float = 0.0, units: str = "mixed") -> list[QA]:
+                 cx: float = 0.0, units: str = "mixed", wording: str = "varied") -> list[QA]:
     """Up to n questions about `objects` (already filtered to usable regions).
 
     regions: the naming shared by all questions (object indices, "Region [k]" = regions[k]);
@@ -510,7 +530,7 @@ def generate_qas(objects: Sequence[ObjectInfo], n: int, rng: np.random.Generator
             a, b = pairs[int(k)]
             naming = regions if regions is not None else (
                 (a.index,) if b is None else (a.index, b.index))
-            made = make_qa(category, a, b, naming, rng, fx, cx, units)
+            made = make_qa(category, a, b, naming, rng, fx, cx, units, wording)
             if made is not None:
                 used.add((category, a.index, None if b is None else b.index))
                 break

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spatialgeo_core.synthetic.questions import QA, UNITS, CategoryCycle, generate_qas
+from spatialgeo_core.synthetic.questions import QA, UNITS, WORDINGS, CategoryCycle, generate_qas
 from spatialgeo_core.synthetic.render import ObjectInfo, Rendering, render
 from spatialgeo_core.synthetic.scene import SceneConfig, sample_scene
 
@@ -36,6 +36,7 @@ class WorldConfig:
     min_regions: int = 2                    # a scene is redrawn until it has this many
     max_scene_tries: int = 20
     units: str = "mixed"                    # lengths in answers: "mixed" (m, cm, ft/in) | "metric"
+    wording: str = "varied"                 # answers: "varied" | "plain" (questions.WORDINGS)
 
     def __post_init__(self):
         for name in ("qa_per_image", "min_region_pixels", "min_regions", "max_scene_tries"):
@@ -44,6 +45,8 @@ class WorldConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.units not in UNITS:
             raise ValueError(f"units must be one of {UNITS}, got {self.units!r}")
+        if self.wording not in WORDINGS:
+            raise ValueError(f"wording must be one of {WORDINGS}, got {self.wording!r}")
         if not 0.0 <= self.min_visible_fraction <= 1.0:
             raise ValueError(f"min_visible_fraction must be in [0, 1], got "
                              f"{self.min_visible_fraction}")
@@ -100,7 +103,7 @@ def make_sample(seed: int, split: str, index: int,
     cycle = CategoryCycle((int(seed), SPLITS[split]), start=index * cfg.qa_per_image)
     qas = generate_qas(usable, cfg.qa_per_image, rng, cycle,
                        regions=regions if split == "train" else None, fx=cam.fx, cx=cam.cx,
-                       units=cfg.units)
+                       units=cfg.units, wording=cfg.wording)
     return WorldSample(f"synth-{split}-{seed}-{index:06d}", split, index, rendering, regions,
                        tuple(qas))
 

@@ -254,3 +254,32 @@ def test_category_cycle_rounds_are_balanced_and_indexable():
     assert [later.next() for _ in range(10)] == first[50:60]
     with pytest.raises(ValueError, match="unknown"):
         CategoryCycle((0,), categories=("nope",))
+
+
+def test_plain_wording_words_each_category_one_way_and_still_scores():
+    world = WorldConfig(units="metric", qa_per_image=12, wording="plain")
+    qas = [qa for s in iter_samples(30, 5, "train", world) for qa in s.qas]
+    forms: dict[str, set[str]] = {}
+    for qa in qas:
+        where = f"{qa.category}: {qa.question!r} -> {qa.answer!r}"
+        kind = category_kind(qa.category)
+        form = re.sub(r"Region \[\d\]", "R", qa.answer)
+        if kind == "distance":
+            assert re.search(r"\d m\b", qa.answer) and "cm" not in qa.answer, where
+            assert abs(qa.stated - qa.value) <= max(0.05 * qa.value, 0.005), where
+            form = re.sub(r"[\d.]+ m\b", "X m", form)
+        elif kind == "direction":
+            form = re.sub(r"\d+ o'clock", "N o'clock", form)
+        elif kind == "predicate":                         # the question's own relation phrase
+            form = form.split(" ")[0]                     # "Yes," / "No,"
+            assert qa.answer.startswith("Yes, " if qa.value else "No, "), where
+        else:                                             # "<region> is <the asked comparative>."
+            assert qa.answer[len("Region [0] is "):-1] in qa.question, where
+            form = "R is C."
+        forms.setdefault(qa.category if kind != "predicate" else kind, set()).add(form)
+        assert score_item(qa.category, qa.question, qa.answer, qa.answer).success, where
+    assert all(len(f) == 1 for c, f in forms.items() if c != "predicate"), forms
+    assert forms["predicate"] == {"Yes,", "No,"}
+    assert len({category_kind(qa.category) for qa in qas}) == 4
+    with pytest.raises(ValueError, match="wording"):
+        WorldConfig(wording="fancy")
