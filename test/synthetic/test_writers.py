@@ -232,23 +232,24 @@ def test_make_world_writes_everything(tmp_path, capsys):
         _make_world(argv)
 
 
-def test_make_world_metric_units_reach_the_training_answers(tmp_path):
+def _training_answers(tmp_path, *options: str) -> list[str]:
+    """The gpt turns of llava.json written by `make-world` (6 small scenes) with `options`."""
     out = tmp_path / "world"
     assert _make_world(["make-world", "--out", str(out), "--train", "6", "--test", "0",
-                        "--size", "48", "--qa-per-image", "8", "--units", "metric"]) == 0
-    answers = [t["value"] for r in json.loads((out / "train" / "llava.json").read_text())
-               for t in r["conversations"] if t["from"] == "gpt"]
+                        "--size", "48", "--qa-per-image", "8", *options]) == 0
+    return [t["value"] for r in json.loads((out / "train" / "llava.json").read_text())
+            for t in r["conversations"] if t["from"] == "gpt"]
+
+
+def test_make_world_metric_units_reach_the_training_answers(tmp_path):
+    answers = _training_answers(tmp_path, "--units", "metric")
     assert answers and any(" m" in a or "meter" in a or "cm" in a or "centimeter" in a
                            for a in answers)
     assert not any(w in a for a in answers for w in ("feet", "foot", "inch"))
 
 
 def test_make_world_plain_wording_reaches_the_training_answers(tmp_path):
-    out = tmp_path / "world"
-    assert _make_world(["make-world", "--out", str(out), "--train", "6", "--test", "2",
-                        "--size", "48", "--qa-per-image", "8", "--wording", "plain"]) == 0
-    answers = [t["value"] for r in json.loads((out / "train" / "llava.json").read_text())
-               for t in r["conversations"] if t["from"] == "gpt"]
+    answers = _training_answers(tmp_path, "--wording", "plain")
     starts = {a.split(" ")[0] for a in answers}
     assert answers and starts <= {"Yes,", "No,", "Region"}, starts
     assert not any(w in a for a in answers for w in ("cm", "feet", "inch", "meter"))
