@@ -166,7 +166,8 @@ class RunConfig:
     """How the run executes: device, precision, parallelism, logging, checkpoints, exports."""
 
     device: str = "auto"               # auto (cuda:LOCAL_RANK with CUDA, else cpu) | cpu | cuda
-    precision: str = "auto"            # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
+    precision: str = "auto"            # auto (bf16 autocast on CUDA and on CPUs with native bf16,
+    #                                    else fp32: training/precision.py) | bf16 | fp32
     gradient_checkpointing: bool = True
     distributed: str = "auto"          # auto (DDP when >1 process) | ddp | fsdp (FSDP2 sharding)
     log_every: int = 1                 # steps between metric lines

@@ -60,6 +60,7 @@ from spatialgeo_core.training.data import (
     SkipLog,
 )
 from spatialgeo_core.training.export import export_run
+from spatialgeo_core.training.precision import use_bf16
 from spatialgeo_core.training.stages import apply_stage, init_geo_adapter
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,7 @@ class _Trainer:
     def _build(self) -> None:
         cfg, env = self.cfg, self.env
         run = cfg.run
-        self.bf16 = run.precision == "bf16" or (run.precision == "auto"
-                                                and env.device.type == "cuda")
+        self.bf16 = use_bf16(run.precision, env.device)
         self.mode = "fsdp" if run.distributed == "fsdp" else ("ddp" if env.world_size > 1
                                                               else "single")
         model_cfg, tensors = read_ours(cfg.init)
@@ -196,7 +196,8 @@ class _Trainer:
             log.info("%d records, %d steps (%d per epoch), global batch %d = %d per device x %d "
                      "processes x %d accumulation, %s%s", n, self.total_steps,
                      self.plan.steps_per_epoch, o.global_batch_size, o.per_device_batch_size,
-                     env.world_size, self.accum, self.mode, ", bf16" if self.bf16 else "")
+                     env.world_size, self.accum, self.mode,
+                     ", bf16 autocast" if self.bf16 else ", fp32")
 
     def _seed_run(self) -> None:
         s = self.cfg.seed + 7919 * self.env.rank

@@ -16,8 +16,10 @@ CONFIGS = ROOT / "training" / "configs"
 
 def overrides(init: Path, data: Path, out: Path, json_name: str = "train.json",
               *extra: str) -> list[str]:
+    """The test run's paths, in fp32 on every machine (run.precision "auto" would pick bf16 on a
+    CPU with native bf16: the exact comparisons of these tests are written for fp32)."""
     return [f"init={init}", f"output_dir={out}", f"data.json_path={data / json_name}",
-            f"data.image_folder={data}", "run.progress_bar=false", *extra]
+            f"data.image_folder={data}", "run.progress_bar=false", "run.precision=fp32", *extra]
 
 
 def cli_train(config: str, sets: list[str]) -> int:
