@@ -27,6 +27,18 @@ Rules, so that scores are reproducible:
   one region named ("Region [1]."), unless the answer words another relation instead ("which is
   wider?" - "Region [1] is shorter."): such an off-topic answer is unreadable (None), as it is for
   a predicate.
+
+An answer is read at its conclusion (as a judge model reads it). It is split into statements
+(sentences: ".", "!", "?" or ";" followed by a space or the end). A statement that lists a
+region's facts ("Region [0]: 3.2 m ahead, 0.4 m left.") is a premise, not an answer: when the
+answer has other statements, only those, its claims, are read. The claims are tried from the last
+to the first, each by the rules above, and the first that answers what was asked decides (for a
+choice, a claim that states the asked relation or its opposite); failing all, the claims are read
+together by the rules above (the first claim then decides, as for a one-sentence answer). So
+"Region [0]: 0.4 m right. Region [1]: 1.2 m right. So Region [0] is to the left of Region [1]."
+answers "Is Region [0] right of Region [1]?" with no, and a distance answer that lists both
+regions' positions before "So they are 1.5 m apart." gives 1.5 m. An answer made only of facts is
+read as a whole for a length or a direction ("Region [0]: 0.8 m wide.") and answers no comparison.
 """
 from __future__ import annotations
 
@@ -110,6 +122,34 @@ def _labels_to_tokens(text: str) -> str:
 
 def _strip_labels(text: str) -> str:
     return _LABEL_RE.sub("region", text)
+
+
+_STATEMENT_END_RE = re.compile(r"(?<=[.!?;])\s+")
+_FACT_LIST_RE = re.compile(r"^\W*(?:<\s*region\s*\d+\s*>|region\s*\[\s*\d+\s*\])\s*:",
+                           re.IGNORECASE)
+
+
+def answer_claims(text: str, facts_answer: bool = True) -> list[str]:
+    """The statements of an answer that can answer a question, in order: every statement but
+    those that list a region's facts ("Region [1]: 0.5 m up."). When the answer has no other
+    kind: every statement if facts_answer (a length or a direction: "Region [0]: 0.8 m wide."
+    answers "How wide is Region [0]?"), else none (a fact compares nothing)."""
+    statements = [s for s in _STATEMENT_END_RE.split(text.strip()) if s]
+    claims = [s for s in statements if not _FACT_LIST_RE.match(s)]
+    return claims or (statements if facts_answer else [])
+
+
+def _read_conclusion(text: str, read_claim, read_all=None, facts_answer: bool = True):
+    """`read_claim` applied to the answer's claims from the last to the first: the first result
+    that is not None; failing that, `read_all` (default: read_claim) of all claims together."""
+    claims = answer_claims(text, facts_answer)
+    for claim in reversed(claims):
+        got = read_claim(claim)
+        if got is not None:
+            return got
+    if len(claims) < 2 and read_all is None:
+        return None
+    return (read_all or read_claim)(" ".join(claims))
 
 
 # ------------------------------------------------------------------------------------------
@@ -327,12 +367,18 @@ def _compound(t: str, qtys: list[_Qty], i: int) -> tuple[float, int]:
 
 
 def parse_distance_m(text: str, default_unit: str | None = None) -> float | None:
-    """The first length mentioned in `text`, in meters; None when there is none.
+    """The length an answer concludes with, in meters (the module's rules: the last claim that
+    states a length, its first complete quantity); None when there is none.
 
     default_unit: one of UNIT_TO_M's keys, used for a bare number when no number has a unit.
     """
     if default_unit is not None and default_unit not in UNIT_TO_M:
         raise ValueError(f"default_unit must be one of {sorted(UNIT_TO_M)}, got {default_unit!r}")
+    return _read_conclusion(text, lambda claim: _distance_in(claim, default_unit))
+
+
+def _distance_in(text: str, default_unit: str | None) -> float | None:
+    """The first length mentioned in `text`, in meters; None when there is none."""
     t = _normalize_lengths(text)
     qtys = _quantities(t)
     if qtys:
@@ -376,9 +422,14 @@ def _hours(h: int, minutes: int = 0) -> float | None:
 def parse_clock_hours(text: str) -> float | None:
     """A clock direction in hours in (0, 12] ("3 o'clock" -> 3.0, "10:30" -> 10.5, 12 not 0).
 
-    The first "N o'clock" wins; else the first "HH:MM"; else, when the text speaks of a clock at
-    all, the first "at N" / "N direction".
+    In the claim that concludes the answer (module docstring), the first "N o'clock" wins; else
+    the first "HH:MM"; else, when the text speaks of a clock at all, the first "at N" / "N
+    direction".
     """
+    return _read_conclusion(text, _clock_in)
+
+
+def _clock_in(text: str) -> float | None:
     t = _words_to_digits(_strip_labels(_basic_normalize(text)))
     m = _OCLOCK_RE.search(t)
     if m:
@@ -396,17 +447,24 @@ def parse_clock_hours(text: str) -> float | None:
 def parse_metric_value(text: str) -> tuple[float, str] | None:
     """(value, unit) of an answer for the ROS response: (meters, "m") or (hours, "o'clock").
 
-    A text that speaks of a clock gives its direction; otherwise the first length; a bare "HH:MM"
-    counts as a clock direction when no length is found. None when there is neither.
+    Read at the answer's conclusion (module docstring): in the last claim that states one, a
+    claim that speaks of a clock gives its direction; otherwise its first length; a bare "HH:MM"
+    counts as a clock direction when no length is found. None when there is neither, so an
+    answer that lists the regions' facts and concludes "So Region [0] is left of Region [1]."
+    has no value.
     """
+    return _read_conclusion(text, _metric_in)
+
+
+def _metric_in(text: str) -> tuple[float, str] | None:
     if "clock" in text.lower():
-        hours = parse_clock_hours(text)
+        hours = _clock_in(text)
         if hours is not None:
             return hours, "o'clock"
-    meters = parse_distance_m(text)
+    meters = _distance_in(text, None)
     if meters is not None:
         return meters, "m"
-    hours = parse_clock_hours(text)
+    hours = _clock_in(text)
     if hours is not None:
         return hours, "o'clock"
     return None
@@ -567,6 +625,11 @@ def parse_predicate(text: str, category: str, question: str | None = None) -> bo
     if category_kind(category) != "predicate":
         raise ValueError(f"parse_predicate needs a *_predicate category, got {category!r}")
     relation = category_relation(category)
+    return _read_conclusion(text, lambda claim: _predicate_in(claim, relation, question),
+                            facts_answer=False)
+
+
+def _predicate_in(text: str, relation: str, question: str | None) -> bool | None:
     t = _labels_to_tokens(_basic_normalize(text))
     polarity = _polarity(t)
     if polarity is not None:
@@ -632,6 +695,16 @@ def parse_choice(text: str, question: str, category: str | None = None) -> str |
         raise ValueError(f"parse_choice needs a *_choice category, got {category!r}")
     relation = category_relation(category) if category else _infer_relation(question)
     candidates = _question_candidates(question)
+    return _read_conclusion(
+        text, lambda claim: _choice_in(claim, relation, candidates, stated_only=True),
+        lambda claims: _choice_in(claims, relation, candidates, stated_only=False),
+        facts_answer=False)
+
+
+def _choice_in(text: str, relation: str | None, candidates: list[tuple[str, str]],
+               stated_only: bool) -> str | None:
+    """The thing `text` picks; stated_only: only from a statement of the relation (or its
+    opposite), never from a region merely named."""
     t = _labels_to_tokens(_basic_normalize(text))
     for display, token in sorted(candidates, key=lambda c: -len(c[0])):
         if token.startswith("<c"):
@@ -649,6 +722,8 @@ def parse_choice(text: str, question: str, category: str | None = None) -> str |
 
     mentioned = _ordered_tokens(t)
     if not mentioned:
+        if stated_only:
+            return None
         if candidates and re.search(r"\b(?:first|former)\b", t):
             return candidates[0][0]
         if len(candidates) > 1 and re.search(r"\b(?:second|latter)\b", t):
@@ -667,6 +742,8 @@ def parse_choice(text: str, question: str, category: str | None = None) -> str |
             if chosen is not None and hit.direction == -1:
                 chosen = other(chosen)
         return None if chosen is None else show(chosen)
+    if stated_only:
+        return None
     if re.search(r"\b(?:both|neither|same|equal)\b", t):
         return None
     if relation and _states_another_relation(t, relation):

@@ -277,3 +277,64 @@ def test_parse_metric_value(text, expected):
 ])
 def test_category_kind(category, kind):
     assert category_kind(category) == kind
+
+
+# ------------------------------------------------------------------------------------------
+# Answers that state each region's facts, then conclude: the conclusion is read
+
+FACTS_LEFT = ("Region [0]: 0.4 m right. Region [1]: 1.2 m right. "
+              "So Region [0] is to the left of Region [1].")
+CONCLUSIONS = [
+    # (answer, category, question, expected)
+    (FACTS_LEFT, "left_predicate", Q_LEFT, True),
+    (FACTS_LEFT, "right_predicate", "Is Region [0] to the right of Region [1]?", False),
+    (FACTS_LEFT, "left_choice", "Which is more to the left, Region [0] or Region [1]?",
+     "Region [0]"),
+    (FACTS_LEFT, "right_choice", "Which is more to the right, Region [0] or Region [1]?",
+     "Region [1]"),
+    ("Region [0]: 3.1 m ahead. Region [1]: 4.6 m ahead. So Region [0] is in front of Region [1].",
+     "behind_predicate", Q_BEHIND, False),
+    ("Region [0]: 0.9 m tall. Region [1]: 0.5 m tall. So Region [0] is taller than Region [1].",
+     "short_choice", "Which is shorter, Region [0] or Region [1]?", "Region [1]"),
+    ("Region [0]: 0.35 cubic metres. Region [1]: 1.20 cubic metres. So Region [0] is smaller "
+     "than Region [1].", "big_predicate", Q_BIG, False),
+    # a claim after the conclusion that does not speak of the relation leaves it deciding
+    ("Region [0] is taller. Region [1] is red.", "tall_choice",
+     "Which is taller, Region [0] or Region [1]?", "Region [0]"),
+    # the last claim decides over the leading word of an earlier one
+    ("Yes. So Region [0] is to the right of Region [1].", "left_predicate", Q_LEFT, False),
+    # facts with no conclusion are no answer to a comparison
+    ("Region [0]: 0.4 m left. Region [1]: 1.2 m right.", "left_predicate", Q_LEFT, None),
+    ("Region [0]: 0.4 m left. Region [1]: 1.2 m right. So", "left_choice",
+     "Which is more to the left, Region [0] or Region [1]?", None),
+]
+
+
+@pytest.mark.parametrize(("text", "category", "question", "expected"), CONCLUSIONS)
+def test_the_conclusion_is_read_not_the_facts(text, category, question, expected):
+    if category_kind(category) == "predicate":
+        assert parse_predicate(text, category, question) is expected
+    else:
+        assert parse_choice(text, question, category) == expected
+
+
+@pytest.mark.parametrize(("text", "meters"), [
+    ("Region [0]: 3.2 m ahead, 0.4 m left, 0.6 m up. Region [1]: 4.1 m ahead, 1.2 m right, "
+     "0.5 m up. So they are 1.8 m apart.", 1.8),
+    ("Region [0]: 0.6 m up. Region [1]: 1.1 m up. So they are 0.5 m apart vertically.", 0.5),
+    ("The distance is 2 m. That is quite far.", 2.0),        # the last claim with a length
+    ("Region [0]: 0.8 m wide.", 0.8),                         # facts alone are read as a whole
+    ("Region [0]: 3.2 m ahead. Region [1]: 4.1 m ahead. So they are", None),
+])
+def test_a_length_is_read_at_the_conclusion(text, meters):
+    assert parse_distance_m(text) == (None if meters is None else pytest.approx(meters))
+
+
+def test_the_metric_value_is_the_conclusions():
+    assert parse_metric_value(FACTS_LEFT) is None             # a comparison states no value
+    value, unit = parse_metric_value(
+        "Region [0]: 3.2 m ahead, 0.4 m left. Region [1]: 4.0 m ahead, 0.9 m right. "
+        "So Region [1] is at 2 o'clock from Region [0].")
+    assert (value, unit) == (2.0, "o'clock")
+    assert parse_clock_hours("Region [0]: 3.2 m ahead. Region [1]: 4 m ahead. "
+                             "So Region [1] is at 12 o'clock from Region [0].") == 12.0
