@@ -58,9 +58,17 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--units", choices=["mixed", "metric"], default="mixed",
                    help="lengths in training answers: m, cm, feet and inches (mixed) or m and cm "
                         "(metric); test answers are always mixed, as SpatialRGPT-Bench's")
-    p.add_argument("--wording", choices=["varied", "plain"], default="varied",
-                   help="training answers: several phrasings (varied) or one per category (plain, "
-                        "lengths in metres); test answers are always varied")
+    p.add_argument("--wording", choices=["varied", "plain", "facts", "facts_all"],
+                   default="varied",
+                   help="training answers: several phrasings (varied), one per category (plain, "
+                        "lengths in metres), plain with comparisons that state each region's "
+                        "fact before one canonical conclusion (facts), or also distances and "
+                        "directions after both regions' positions (facts_all); test answers are "
+                        "always varied")
+    p.add_argument("--naming", choices=["shared", "per_question"], default="shared",
+                   help="training records: one conversation per image naming all its regions "
+                        "(shared), or one record per question drawing only the asked regions as "
+                        "Region [0] (A) and Region [1] (B), as the test items (per_question)")
     p.add_argument("--no-masks", action="store_true",
                    help="LLaVA regions with boxes only (no mask_rle)")
     p.add_argument("--bag", action="store_true", help="also write the test images as a bag")
@@ -100,7 +108,7 @@ def cmd_make_world(args) -> int:
         scene = SceneConfig(width=args.size, height=args.size, min_objects=args.min_objects,
                             max_objects=args.max_objects)
         train_cfg = WorldConfig(scene=scene, qa_per_image=args.qa_per_image,
-                                units=args.units, wording=args.wording)
+                                units=args.units, wording=args.wording, naming=args.naming)
         test_cfg = WorldConfig(scene=scene, qa_per_image=args.test_qa_per_image)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -111,7 +119,7 @@ def cmd_make_world(args) -> int:
         write_llava_json(_tap(iter_samples(args.train, args.seed, "train", train_cfg),
                               out / "train" / "scenes.jsonl", counts["train"]),
                          out / "train" / "llava.json", out / "train" / "images",
-                         with_masks=not args.no_masks)
+                         with_masks=not args.no_masks, per_question=args.naming == "per_question")
     if args.test:
         write_bench_json(_tap(iter_samples(args.test, args.seed, "test", test_cfg),
                               out / "test" / "scenes.jsonl", counts["test"]),

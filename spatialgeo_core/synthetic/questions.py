@@ -47,6 +47,7 @@ from spatialgeo_core.eval.answer_parsing import (
     category_kind,
     category_relation,
 )
+from spatialgeo_core.synthetic.facts import comparison_answer, fact_sentence
 from spatialgeo_core.synthetic.render import ObjectInfo
 
 ALL_CATEGORIES: tuple[str, ...] = (
@@ -313,8 +314,20 @@ def _plural(value: float, one: str, many: str) -> str:
 UNITS = ("mixed", "metric")
 # How answers are worded: "varied" picks one of several phrasings (as the bench's references);
 # "plain" always the first, with lengths in metres ("1.3 m", "0.45 m" below 1 m), so that a small
-# model trained from scratch spends its loss on the spatial content, not on which paraphrase.
-WORDINGS = ("varied", "plain")
+# model trained from scratch spends its loss on the spatial content, not on which paraphrase;
+# "facts": as plain, but a comparison first states each region's fact in the relation's quantity
+# and then concludes with one canonical sentence (facts.py): "Region [0]: 0.4 m right. Region
+# [1]: 1.2 m right. So Region [0] is to the left of Region [1]."; "facts_all": also the distances
+# and the direction state both regions' positions before their result ("... So they are 1.8 m
+# apart.").
+WORDINGS = ("varied", "plain", "facts", "facts_all")
+# what a two-region length or direction answer states first under "facts_all"
+_POSITION_FACTS: dict[str, tuple[str, ...]] = {
+    "distance_data": ("ahead", "side", "up"),
+    "horizontal_distance_data": ("ahead", "side"),
+    "vertical_distance_data": ("up",),
+    DIRECTION_CATEGORY: ("ahead", "side"),
+}
 
 
 def plain_length(meters: float) -> tuple[str, float]:
@@ -384,13 +397,22 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
     regions: object indices named "Region [0]", "Region [1]", ... (must contain A and B).
     fx, cx: the camera's (left/right is checked against the image columns).
     units: how lengths are worded (format_length).
-    wording: "varied" or "plain" answers (WORDINGS); questions are always varied.
+    wording: how answers are worded (WORDINGS); questions are always varied.
     """
     if wording not in WORDINGS:
         raise ValueError(f"wording must be one of {WORDINGS}, got {wording!r}")
 
     def say(options: Sequence[str]) -> str:                  # the wording of an answer
-        return options[0] if wording == "plain" else _pick(rng, options)
+        return _pick(rng, options) if wording == "varied" else options[0]
+
+    def positions_first(answer: str, *objects: ObjectInfo) -> str:
+        """"facts_all": both regions' positions, then "So <the plain answer>"."""
+        if wording != "facts_all" or category not in _POSITION_FACTS:
+            return answer
+        ordered = sorted(objects, key=lambda o: name[o.index])
+        facts = " ".join(fact_sentence(name[o.index], o, _POSITION_FACTS[category])
+                         for o in ordered)
+        return f"{facts} So {answer}"
 
     kind = category_kind(category)
     regions = tuple(int(i) for i in regions)
@@ -413,17 +435,22 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
         truth = relation_holds(relation, a, b, fx, cx)
         if truth is None:
             return None
+        facts = None
+        if wording in ("facts", "facts_all"):
+            facts = comparison_answer(relation, a, b, name, truth)
+            if facts is None:                # the stated facts tie: not asked in this wording
+                return None
         if kind == "predicate":
             p = _pick(rng, _PHRASES[relation])
             o = _pick(rng, _PHRASES[OPPOSITE[relation]])
             question = _pick(rng, _PREDICATE_Q).format(A=A, B=B, p=p)
-            answer = say(_PREDICATE_YES if truth else _PREDICATE_NO)
+            answer = facts or say(_PREDICATE_YES if truth else _PREDICATE_NO)
             return qa(question, answer.format(A=A, B=B, p=p, o=o), truth, truth)
         c = _pick(rng, _COMPARATIVES[relation])
         question = _pick(rng, _CHOICE_Q).format(A=A, B=B, c=c)
         chosen, other = (a, b) if truth else (b, a)
-        c = c if wording == "plain" else _pick(rng, _COMPARATIVES[relation])
-        answer = say(_CHOICE_A).format(X=name[chosen.index], Y=name[other.index], c=c)
+        c = _pick(rng, _COMPARATIVES[relation]) if wording == "varied" else c
+        answer = facts or say(_CHOICE_A).format(X=name[chosen.index], Y=name[other.index], c=c)
         return qa(question, answer, chosen.index, name[chosen.index])
 
     if category == DIRECTION_CATEGORY:
@@ -431,7 +458,7 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
         hours = clock_hours(a, b)
         n = whole_hour(hours)
         question = _pick(rng, _QUANT_Q[category]).format(A=A, B=B)
-        answer = say(_QUANT_A[category]).format(A=A, B=B, N=n)
+        answer = positions_first(say(_QUANT_A[category]).format(A=A, B=B, N=n), a, b)
         return qa(question, answer, hours, float(n))
 
     if category == "width_data":
@@ -446,8 +473,8 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
         meters = vertical_distance(a, b)
         if meters < MIN_VERTICAL_DISTANCE_M:
             return None
-    text, stated = (plain_length(meters) if wording == "plain"
-                    else format_length(meters, rng, units))
+    text, stated = (format_length(meters, rng, units) if wording == "varied"
+                    else plain_length(meters))
     fields = {"A": A, "X": text}
     if not single:
         fields["B"] = name[b.index]
@@ -455,6 +482,8 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
         fields["H"], fields["L"] = name[hi.index], name[lo.index]
     question = _pick(rng, _QUANT_Q[category]).format(**fields)
     answer = say(_QUANT_A[category]).format(**fields)
+    if not single:
+        answer = positions_first(answer, a, b)
     return qa(question, answer, float(meters), float(stated))
 
 

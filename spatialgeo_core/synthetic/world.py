@@ -9,6 +9,8 @@ identical images, ground truth and text everywhere.
 A training sample names all its usable objects "Region [0]" ... "Region [k]" (shuffled) and asks
 several questions about them (one conversation); a test sample asks independent questions, each
 naming its own objects "Region [0]" (A) and "Region [1]" (B), as SpatialRGPT-Bench items do.
+WorldConfig.naming "per_question" names training questions the test way too (then each question
+is a record of its own: writers.write_llava_json(per_question=True)).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from spatialgeo_core.synthetic.scene import SceneConfig, sample_scene
 logger = logging.getLogger(__name__)
 
 SPLITS: dict[str, int] = {"train": 0, "test": 1}
+NAMINGS = ("shared", "per_question")
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,9 @@ class WorldConfig:
     min_regions: int = 2                    # a scene is redrawn until it has this many
     max_scene_tries: int = 20
     units: str = "mixed"                    # lengths in answers: "mixed" (m, cm, ft/in) | "metric"
-    wording: str = "varied"                 # answers: "varied" | "plain" (questions.WORDINGS)
+    wording: str = "varied"                 # answers: questions.WORDINGS
+    naming: str = "shared"                  # training questions: "shared" (one naming per
+    #                                         image) | "per_question" (A = Region [0], B = [1])
 
     def __post_init__(self):
         for name in ("qa_per_image", "min_region_pixels", "min_regions", "max_scene_tries"):
@@ -47,6 +52,8 @@ class WorldConfig:
             raise ValueError(f"units must be one of {UNITS}, got {self.units!r}")
         if self.wording not in WORDINGS:
             raise ValueError(f"wording must be one of {WORDINGS}, got {self.wording!r}")
+        if self.naming not in NAMINGS:
+            raise ValueError(f"naming must be one of {NAMINGS}, got {self.naming!r}")
         if not 0.0 <= self.min_visible_fraction <= 1.0:
             raise ValueError(f"min_visible_fraction must be in [0, 1], got "
                              f"{self.min_visible_fraction}")
@@ -101,8 +108,9 @@ def make_sample(seed: int, split: str, index: int,
     regions = tuple(o.index for o in usable)
     cam = rendering.camera
     cycle = CategoryCycle((int(seed), SPLITS[split]), start=index * cfg.qa_per_image)
+    shared = split == "train" and cfg.naming == "shared"
     qas = generate_qas(usable, cfg.qa_per_image, rng, cycle,
-                       regions=regions if split == "train" else None, fx=cam.fx, cx=cam.cx,
+                       regions=regions if shared else None, fx=cam.fx, cx=cam.cx,
                        units=cfg.units, wording=cfg.wording)
     return WorldSample(f"synth-{split}-{seed}-{index:06d}", split, index, rendering, regions,
                        tuple(qas))

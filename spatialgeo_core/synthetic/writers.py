@@ -68,6 +68,17 @@ def _image_name(sample: WorldSample) -> str:
 # ------------------------------------------------------------------------------------------
 # LLaVA training JSON
 
+def _region_records(sample: WorldSample, objects, with_masks: bool) -> list[dict]:
+    """{"box", "mask_rle"?} of each object, in order (index k is "Region [k]")."""
+    regions = []
+    for obj in objects:
+        region = {"box": region_box(sample, obj)}
+        if with_masks:
+            region["mask_rle"] = _encode_rle(sample.rendering.mask(obj))
+        regions.append(region)
+    return regions
+
+
 def llava_record(sample: WorldSample, image: str, with_masks: bool = True) -> dict:
     """One LLaVA record of a sample whose questions share its naming (a training sample)."""
     for qa in sample.qas:
@@ -79,23 +90,33 @@ def llava_record(sample: WorldSample, image: str, with_masks: bool = True) -> di
     for j, qa in enumerate(sample.qas):
         turns.append({"from": "human", "value": ("<image>\n" if j == 0 else "") + qa.question})
         turns.append({"from": "gpt", "value": qa.answer})
-    regions = []
-    for obj in sample.regions:
-        region = {"box": region_box(sample, obj)}
-        if with_masks:
-            region["mask_rle"] = _encode_rle(sample.rendering.mask(obj))
-        regions.append(region)
+    regions = _region_records(sample, sample.regions, with_masks)
     return {"id": sample.id, "image": image, "conversations": turns, "regions": regions,
             "qa_info": [{"category": qa.category, "type": qa.qa_type} for qa in sample.qas]}
 
 
+def question_records(sample: WorldSample, image: str, with_masks: bool = True) -> list[dict]:
+    """One LLaVA record per question, each drawing only the regions its question names (the
+    held-out naming: A = "Region [0]", B = "Region [1]"; a sample made with naming
+    "per_question" or split "test"). Record ids are <sample id>-q<j>."""
+    return [{"id": f"{sample.id}-q{j}", "image": image,
+             "conversations": [{"from": "human", "value": "<image>\n" + qa.question},
+                               {"from": "gpt", "value": qa.answer}],
+             "regions": _region_records(sample, qa.regions, with_masks),
+             "qa_info": [{"category": qa.category, "type": qa.qa_type}]}
+            for j, qa in enumerate(sample.qas)]
+
+
 def write_llava_json(samples: Iterable[WorldSample], path: str | Path, image_dir: str | Path,
-                     with_masks: bool = True, extra: Iterable[dict] = ()) -> Path:
+                     with_masks: bool = True, extra: Iterable[dict] = (),
+                     per_question: bool = False) -> Path:
     """Save each sample's image as image_dir/<id>.png and write the LLaVA JSON list to path.
 
     "image" is the file name relative to image_dir (LLaVA's image_folder). Samples without a
-    question are left out. `extra`: records written after the samples' ones, read once the samples
-    are consumed (so a generator over `samples` may fill it). Returns the path.
+    question are left out. per_question: one record per question (question_records) instead of
+    one conversation per image (llava_record). `extra`: records written after the samples' ones,
+    read once the samples are consumed (so a generator over `samples` may fill it). Returns the
+    path.
     """
     path, image_dir = Path(path), Path(image_dir)
     records = []
@@ -105,7 +126,10 @@ def write_llava_json(samples: Iterable[WorldSample], path: str | Path, image_dir
             continue
         name = _image_name(sample)
         save_png(sample.rgb, image_dir / name)
-        records.append(llava_record(sample, name, with_masks=with_masks))
+        if per_question:
+            records.extend(question_records(sample, name, with_masks=with_masks))
+        else:
+            records.append(llava_record(sample, name, with_masks=with_masks))
     records.extend(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records), encoding="utf-8")

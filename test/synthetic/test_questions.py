@@ -283,3 +283,99 @@ def test_plain_wording_words_each_category_one_way_and_still_scores():
     assert len({category_kind(qa.category) for qa in qas}) == 4
     with pytest.raises(ValueError, match="wording"):
         WorldConfig(wording="fancy")
+
+
+# ------------------------------------------------------------------------------------------
+# "facts" wording: each region's fact, then one canonical conclusion
+
+_FACT = re.compile(r"(Region \[\d\]): ([\d.]+) (?:m (ahead|left|right|up|wide|tall)|cubic metres)")
+
+
+def _facts_qas(wording="facts", n=40):
+    world = WorldConfig(units="metric", qa_per_image=12, wording=wording, naming="per_question")
+    return [qa for s in iter_samples(n, 5, "train", world) for qa in s.qas], world
+
+
+def test_facts_answers_state_the_truths_quantity_and_conclude_the_truth():
+    from spatialgeo_core.eval.answer_parsing import category_relation
+    from spatialgeo_core.synthetic.facts import CONCLUSION_PHRASE, RELATION_QUANTITY
+
+    qas, _ = _facts_qas()
+    qualitative = [qa for qa in qas if qa.qa_type == "qualitative"]
+    assert len({qa.category for qa in qualitative}) == 24
+    for qa in qualitative:
+        where = f"{qa.category}: {qa.question!r} -> {qa.answer!r}"
+        facts = _FACT.findall(qa.answer)
+        assert [f[0] for f in facts] == ["Region [0]", "Region [1]"], where
+        quantity = RELATION_QUANTITY[category_relation(qa.category)]
+        unit = {"ahead": "ahead", "up": "up", "wide": "wide", "tall": "tall"}.get(quantity)
+        if quantity == "side":
+            assert {f[2] for f in facts} <= {"left", "right"}, where
+        elif quantity == "volume":
+            assert "cubic metres" in qa.answer, where
+        else:
+            assert {f[2] for f in facts} == {unit}, where
+        closing = qa.answer.rsplit(". ", 1)[1]
+        phrases = "|".join(re.escape(p) for p in CONCLUSION_PHRASE.values())
+        assert re.fullmatch(rf"So Region \[0\] is (?:{phrases}) Region \[1\]\.", closing), where
+        # the scorer reads the conclusion, and it is the truth
+        assert score_item(qa.category, qa.question, qa.answer, qa.answer).success, where
+        assert _parsed(qa) == (qa.stated if category_kind(qa.category) == "predicate"
+                               else qa.region_name(qa.value)), where
+
+
+def test_facts_conclusion_does_not_depend_on_the_asked_relation_or_form(hand):
+    r, objs = hand
+    a, b = objs[0], objs[1]                                   # A (x = -1) is left of B (x = 1)
+    f = {"fx": r.camera.fx, "cx": r.camera.cx, "wording": "facts"}
+    for naming, expected in (
+            ((a.index, b.index), "Region [0]: 1.0 m left. Region [1]: 1.0 m right. "
+                                 "So Region [0] is to the left of Region [1]."),
+            ((b.index, a.index), "Region [0]: 1.0 m right. Region [1]: 1.0 m left. "
+                                 "So Region [0] is to the right of Region [1].")):
+        for category in ("left_predicate", "right_predicate", "left_choice", "right_choice"):
+            qa = make_qa(category, a, b, naming, np.random.default_rng(0), **f)
+            assert qa.answer == expected, (naming, category, qa.question)
+            assert _parsed(qa) == (qa.stated if category.endswith("predicate")
+                                   else qa.region_name(qa.value)), (qa.question, qa.answer)
+
+
+def test_facts_are_the_ground_truth_within_their_rounding():
+    from spatialgeo_core.synthetic.facts import quantity
+
+    world = WorldConfig(units="metric", qa_per_image=12, wording="facts_all",
+                        naming="per_question")
+    checked = 0
+    for s in iter_samples(20, 5, "train", world):
+        for qa in s.qas:
+            for label, value, word in _FACT.findall(qa.answer):
+                info = s.rendering.objects[qa.regions[int(label[8])]]
+                name = {"left": "side", "right": "side", "": "volume"}.get(word, word)
+                truth = quantity(info, name)
+                sign = -1.0 if word == "left" else 1.0
+                tol = 0.0051 if name == "volume" else 0.051
+                assert sign * float(value) == pytest.approx(truth, abs=tol), (qa.answer, truth)
+                checked += 1
+    assert checked > 100
+
+
+def test_facts_all_states_positions_before_lengths_and_directions():
+    qas, _ = _facts_qas("facts_all")
+    two_region = [qa for qa in qas if qa.qa_type == "quantitative"
+                  and qa.category not in ("width_data", "height_data")]
+    assert len({qa.category for qa in two_region}) == 4
+    for qa in two_region:
+        where = f"{qa.category}: {qa.answer!r}"
+        assert qa.answer.startswith("Region [0]: ") and " So " in qa.answer, where
+        assert _parsed(qa) == pytest.approx(qa.stated), where     # the conclusion is read
+    singles = [qa for qa in qas if qa.category in ("width_data", "height_data")]
+    assert singles and all(not qa.answer.startswith("Region [0]:") for qa in singles)
+
+
+def test_per_question_naming_names_the_asked_regions_zero_and_one():
+    qas, _ = _facts_qas(n=10)
+    for qa in qas:
+        assert qa.regions == qa.subjects, qa                      # A = Region [0], B = [1]
+        assert "Region [0]" in qa.question
+    with pytest.raises(ValueError, match="naming"):
+        WorldConfig(naming="sideways")

@@ -70,6 +70,21 @@ def test_scene_metadata_lines(tmp_path, train):
         assert [q["answer"] for q in meta["qas"]] == [qa.answer for qa in sample.qas]
 
 
+def test_llava_json_per_question_draws_only_the_asked_regions(tmp_path, test_samples):
+    path = write_llava_json(test_samples, tmp_path / "q.json", tmp_path / "images",
+                            per_question=True)
+    records = json.loads(path.read_text())
+    qas = [(s, j, qa) for s in test_samples for j, qa in enumerate(s.qas)]
+    assert len(records) == len(qas) > len(test_samples)
+    for rec, (sample, j, qa) in zip(records, qas, strict=True):
+        assert rec["id"] == f"{sample.id}-q{j}" and rec["image"] == f"{sample.id}.png"
+        assert [t["value"] for t in rec["conversations"]] == ["<image>\n" + qa.question,
+                                                              qa.answer]
+        assert [r["box"] for r in rec["regions"]] == [
+            list(sample.rendering.objects[o].box2d) for o in qa.regions]
+        assert rec["qa_info"] == [{"category": qa.category, "type": qa.qa_type}]
+
+
 def test_llava_json_refuses_per_question_naming(tmp_path, test_samples):
     with pytest.raises(ValueError, match="split='train'"):
         write_llava_json(test_samples, tmp_path / "x.json", tmp_path / "images")
@@ -246,6 +261,13 @@ def test_make_world_metric_units_reach_the_training_answers(tmp_path):
     assert answers and any(" m" in a or "meter" in a or "cm" in a or "centimeter" in a
                            for a in answers)
     assert not any(w in a for a in answers for w in ("feet", "foot", "inch"))
+
+
+def test_make_world_facts_per_question_reaches_the_training_records(tmp_path):
+    answers = _training_answers(tmp_path, "--wording", "facts", "--naming", "per_question")
+    records = json.loads((tmp_path / "world" / "train" / "llava.json").read_text())
+    assert len(records) == len(answers) > 6                   # one record per question
+    assert any(a.startswith("Region [0]: ") and " So Region [0] is " in a for a in answers)
 
 
 def test_make_world_plain_wording_reaches_the_training_answers(tmp_path):
