@@ -59,7 +59,9 @@ def sample_scene(size: int = 224):
 
 DEMO_SEED = 0                 # the world seed the demo checkpoint was trained with
 DEMO_SCENE_INDEX = 7          # a held-out (test split) scene: never seen in training
-DEMO_CATEGORY = "distance_data"
+DEMO_CATEGORIES = ("behind_predicate", "left_choice", "distance_data")   # asked, when the scene
+#                               has them (the first held-out scene from DEMO_SCENE_INDEX that
+#                               asks a comparison and a distance)
 
 
 def run_demo(device: str = "cpu") -> int:
@@ -72,35 +74,75 @@ def run_demo(device: str = "cpu") -> int:
     return _run_world_demo(pipe, path)
 
 
-def _run_world_demo(pipe, path: Path) -> int:
-    """A held-out synthetic scene, one question about two regions, the answer and the truth."""
-    from spatialgeo_core.demo.data import DemoWorld
+def _demo_questions(world):
+    """The first held-out scene from DEMO_SCENE_INDEX with a comparison and a distance question,
+    and those two questions."""
     from spatialgeo_core.synthetic import make_sample
+    index = DEMO_SCENE_INDEX
+    while True:
+        sample = make_sample(DEMO_SEED, "test", index, world)
+        comparison = [qa for qa in sample.qas if qa.qa_type == "qualitative"]
+        distance = [qa for qa in sample.qas if qa.category == "distance_data"]
+        if comparison and distance:
+            preferred = [qa for qa in comparison if qa.category in DEMO_CATEGORIES]
+            return sample, [(preferred or comparison)[0], distance[0]]
+        index += 1
+
+
+def _run_world_demo(pipe, path: Path) -> int:
+    """A held-out synthetic scene, a comparison and a distance question about two of its regions:
+    the model's facts, its conclusion (as the scorer reads it) and the ground truth."""
+    from spatialgeo_core.demo.data import DemoWorld
+    from spatialgeo_core.eval.answer_parsing import (
+        category_kind,
+        category_relation,
+        parse_choice,
+        parse_distance_m,
+        parse_predicate,
+    )
+    from spatialgeo_core.synthetic.facts import RELATION_QUANTITY, fact_sentence
     from spatialgeo_core.types import GenerationOptions, Region
 
-    world = DemoWorld(seed=DEMO_SEED).test_config()
-    index = DEMO_SCENE_INDEX
-    while True:                   # the first held-out scene from DEMO_SCENE_INDEX that asks one
-        sample = make_sample(DEMO_SEED, "test", index, world)
-        qas = [qa for qa in sample.qas if qa.category == DEMO_CATEGORY]
-        if qas:
-            break
-        index += 1
-    qa = qas[0]
+    sample, qas = _demo_questions(DemoWorld(seed=DEMO_SEED).test_config())
     objects = sample.rendering.objects
-    regions = [Region(box=tuple(float(v) for v in objects[o].box2d),
-                      mask=sample.rendering.mask(o)) for o in qa.regions]
-    ans = pipe.answer(sample.rgb, qa.question, regions=regions,
-                      options=GenerationOptions(max_new_tokens=48))
+    qa = qas[0]
     names = ", ".join(f"Region [{k}] = {objects[o].color} {objects[o].shape}"
                       for k, o in enumerate(qa.regions))
     print(f"model:        {path}")
     print(f"scene:        {sample.id} (held out), {names}")
-    print(f"question:     {qa.question}")
-    print(f"answer:       {ans.text}")
-    print(f"ground truth: {qa.answer} (exact: {qa.value:.2f} m)")
-    print(f"tokens:       {ans.num_tokens} generated, {ans.num_visual_tokens} visual; "
-          f"{ans.timings_ms['total']:.0f} ms total")
+    for qa in qas:
+        regions = [Region(box=tuple(float(v) for v in objects[o].box2d),
+                          mask=sample.rendering.mask(o)) for o in qa.regions]
+        ans = pipe.answer(sample.rgb, qa.question, regions=regions,
+                          options=GenerationOptions(max_new_tokens=96))
+        facts, _, conclusion = ans.text.rpartition(" So ")
+        print(f"question:     {qa.question}")
+        if facts:
+            print(f"facts:        {facts}")
+            print(f"conclusion:   So {conclusion}")
+        else:
+            print(f"answer:       {ans.text}")
+        kind = category_kind(qa.category)
+        if kind == "distance":
+            got = parse_distance_m(ans.text)
+            read = "unreadable" if got is None else f"{got:.2f} m"
+            print(f"read as:      {read}")
+            print(f"ground truth: {qa.answer} (exact: {qa.value:.2f} m)")
+        else:
+            if kind == "predicate":
+                got = parse_predicate(ans.text, qa.category, qa.question)
+                read = {True: "yes", False: "no", None: "unreadable"}[got]
+                truth = "yes" if qa.value else "no"
+            else:
+                read = parse_choice(ans.text, qa.question, qa.category) or "unreadable"
+                truth = qa.stated
+            quantity = RELATION_QUANTITY[category_relation(qa.category)]
+            true_facts = " ".join(fact_sentence(f"Region [{k}]", objects[o], (quantity,))
+                                  for k, o in enumerate(qa.regions))
+            print(f"read as:      {read}")
+            print(f"ground truth: {truth} ({true_facts})")
+        print(f"tokens:       {ans.num_tokens} generated, {ans.num_visual_tokens} visual; "
+              f"{ans.timings_ms['total']:.0f} ms total")
     return 0
 
 

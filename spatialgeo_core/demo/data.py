@@ -1,9 +1,14 @@
 """Files of the demo recipe, all from spatialgeo_core.synthetic.
 
-    train/llava.json     stage 2: one conversation per image (qa_per_image questions, regions),
-                         plus every caption_every-th scene's caption asked for with DESCRIBE
-    train/captions.json  stage 1: "<image>" -> "Region [k]: <colour> <shape>, <z> m away, <x> m
-                         left|right, <h> m up, <w> m wide, <t> m tall. ..." (see caption())
+    train/llava.json     stage 2: one record per question, drawing only the asked regions as
+                         Region [0] (A) and Region [1] (B) as the held-out items do, answered in
+                         the "facts" wording (each region's fact, then one canonical conclusion);
+                         plus every caption_every-th scene's caption asked for with DESCRIBE, and
+                         text-only drills of the conclusion (drill_share of the facts answers:
+                         the answer's facts given in the question, no image)
+    train/captions.json  stage 1: "<image>" -> "Region [k]: <colour> <shape>, <y> m ahead, <x> m
+                         left|right, <z> m up, <w> m wide, <h> m tall, <v> cubic metres. ..."
+                         (caption(): every fact a stage-2 answer states)
     test/bench.json      held-out scenes (split "test"), SpatialRGPT-Bench items
     corpus.txt           every text the model will read or write (the tokenizer's corpus)
 """
@@ -24,7 +29,8 @@ from spatialgeo_core.synthetic import (
     write_bench_json,
     write_llava_json,
 )
-from spatialgeo_core.synthetic.writers import llava_record
+from spatialgeo_core.synthetic.facts import QUANTITIES, fact_phrase
+from spatialgeo_core.synthetic.writers import region_records
 
 log = logging.getLogger(__name__)
 
@@ -56,39 +62,44 @@ class DemoWorld:
     qa_per_image: int = 6
     test_qa_per_image: int = 4
     caption_every: int = 2
-    wording: str = "plain"
+    wording: str = "facts"
+    naming: str = "per_question"
+    drill_share: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.drill_share <= 1.0:
+            raise ValueError(f"drill_share must be in [0, 1], got {self.drill_share}")
 
     def train_config(self) -> WorldConfig:
         """The training split: qa_per_image questions, metric answers."""
-        return self._config(self.qa_per_image, "metric", self.wording)
+        return self._config(self.qa_per_image, "metric", self.wording, self.naming)
 
     def test_config(self) -> WorldConfig:
         """The held-out split: test_qa_per_image questions, mixed units as the bench's."""
         return self._config(self.test_qa_per_image, "mixed")
 
-    def _config(self, qa_per_image: int, units: str, wording: str = "varied") -> WorldConfig:
+    def _config(self, qa_per_image: int, units: str, wording: str = "varied",
+                naming: str = "shared") -> WorldConfig:
         s = self.render_size
         scene = SceneConfig(width=s, height=s, min_objects=2, max_objects=3,
                             hfov_deg=(45.0, 60.0), distance_m=(2.0, 7.0), size_m=(0.4, 1.6))
         return WorldConfig(scene=scene, qa_per_image=qa_per_image,
                            min_region_pixels=max(25, s * s // 150), units=units,
-                           wording=wording)
+                           wording=wording, naming=naming)
 
 
 def caption(sample: WorldSample) -> str:
-    """What stage 1 learns to say about an image: per region, its colour and shape and the metric
-    facts every SpatialRGPT-Bench relation is made of: forward distance (camera z), sideways offset
-    (camera x), height of its centre above the ground, width and height. E.g.
-    "Region [0]: red box, 3.2 m away, 0.4 m right, 0.6 m up, 0.5 m wide, 0.8 m tall."
+    """What stage 1 learns to say about an image: per region, its colour and shape and every fact
+    a stage-2 answer states (synthetic/facts.py, worded the same way): forward distance, sideways
+    offset, height of its centre above the ground, width, height and volume. E.g.
+    "Region [0]: red box, 3.2 m ahead, 0.4 m right, 0.6 m up, 0.5 m wide, 0.8 m tall, 0.35 cubic
+    metres."
     """
     parts = []
     for k, obj in enumerate(sample.regions):
         info = sample.rendering.objects[obj]
-        x, _, z = info.center_camera                     # camera frame: x right, z forward
-        side = "right" if x >= 0 else "left"
-        parts.append(f"Region [{k}]: {info.color} {info.shape}, {z:.1f} m away, "
-                     f"{abs(x):.1f} m {side}, {info.center_world[2]:.1f} m up, "
-                     f"{info.size[0]:.1f} m wide, {info.size[1]:.1f} m tall.")
+        facts = ", ".join(fact_phrase(info, q) for q in QUANTITIES)
+        parts.append(f"Region [{k}]: {info.color} {info.shape}, {facts}.")
     return " ".join(parts)
 
 
@@ -96,14 +107,24 @@ DESCRIBE = "Describe the marked regions."
 
 
 def _caption_record(sample: WorldSample, image: str, question: str = "") -> dict:
-    """A record whose one answer is caption(sample): "<image>\n" (stage 1, plain template) or
-    "<image>\n" + question (stage 2)."""
-    rec = llava_record(sample, image, with_masks=True)
-    rec["conversations"] = [{"from": "human", "value": "<image>\n" + question},
-                            {"from": "gpt", "value": caption(sample)}]
-    rec["id"] = sample.id + ("-describe" if question else "-caption")
-    rec.pop("qa_info")
-    return rec
+    """A record whose one answer is caption(sample), every usable region drawn: "<image>\n"
+    (stage 1, plain template) or "<image>\n" + question (stage 2)."""
+    return {"id": sample.id + ("-describe" if question else "-caption"), "image": image,
+            "conversations": [{"from": "human", "value": "<image>\n" + question},
+                              {"from": "gpt", "value": caption(sample)}],
+            "regions": region_records(sample, sample.regions, with_masks=True)}
+
+
+def drill_record(record_id: str, question: str, answer: str) -> dict | None:
+    """A text-only drill of a question whose answer states facts before " So ": the facts move
+    into the question (no image, no regions), the answer stays; None for other answers. The
+    conclusion is then learned from the facts alone, as it is reached in a real answer."""
+    if " So " not in answer:
+        return None
+    facts = answer.rsplit(" So ", 1)[0]
+    return {"id": record_id + "-drill",
+            "conversations": [{"from": "human", "value": f"{facts} {question}"},
+                              {"from": "gpt", "value": answer}]}
 
 
 def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
@@ -114,23 +135,35 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
              "test_images": out / "test" / "images", "corpus": out / "corpus.txt"}
     corpus: list[str] = [t.system for t in TEMPLATES.values() if t.system]
     captions: list[dict] = []
-    described: list[dict] = []
+    extra: list[dict] = []                  # DESCRIBE records, then drills: after the questions
+    drills: list[dict] = []
+    facts_seen = 0
 
     def tap(samples: Iterator[WorldSample]) -> Iterator[WorldSample]:
+        nonlocal facts_seen
         for s in samples:
             if s.qas:
                 captions.append(_caption_record(s, f"{s.id}.png"))
                 corpus.append(captions[-1]["conversations"][1]["value"])
                 if world.caption_every and (len(captions) - 1) % world.caption_every == 0:
-                    described.append(_caption_record(s, f"{s.id}.png", DESCRIBE))
+                    extra.append(_caption_record(s, f"{s.id}.png", DESCRIBE))
                     corpus.append(DESCRIBE)
-            for qa in s.qas:
+            for j, qa in enumerate(s.qas):
                 corpus.extend((qa.question, qa.answer))
+                drill = drill_record(f"{s.id}-q{j}", qa.question, qa.answer)
+                if drill is not None:         # drill_share of the facts answers, evenly spaced
+                    facts_seen += 1
+                    if int(facts_seen * world.drill_share) > int((facts_seen - 1) *
+                                                                  world.drill_share):
+                        drills.append(drill)
+                        corpus.append(drill["conversations"][0]["value"])
             yield s
+        extra.extend(drills)
 
     train_cfg = world.train_config()
+    per_question = world.naming == "per_question"
     write_llava_json(tap(iter_samples(world.train_images, world.seed, "train", train_cfg)),
-                     paths["train"], paths["images"], extra=described)
+                     paths["train"], paths["images"], extra=extra, per_question=per_question)
     paths["captions"].write_text(json.dumps(captions), encoding="utf-8")
     test_cfg = world.test_config()
     write_bench_json(iter_samples(world.test_images, world.seed, "test", test_cfg),
@@ -139,3 +172,4 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
     log.info("world: %d training images, %d test images under %s", world.train_images,
              world.test_images, out)
     return paths
+

@@ -33,6 +33,8 @@ from spatialgeo_core.demo.towers import (
     pretrain_semantic,
     tower_data,
 )
+from spatialgeo_core.synthetic.questions import WORDINGS
+from spatialgeo_core.synthetic.world import NAMINGS
 from spatialgeo_core.tiny import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -132,19 +134,63 @@ def train_variant(out: Path, variant: str, vocab_size: int, world: DemoWorld,
     return model_dir
 
 
-def evaluate(model_dir: Path, out: Path, limit: int | None = None) -> dict:
-    """Answer and score the held-out bench with the evaluation scorer."""
+def answer_budget(records_path: Path, tokenizer_dir: Path, describe: bool = False) -> int:
+    """New tokens to allow an answer: the longest training answer, in the model's tokens, plus a
+    margin of 8 (describe: of the DESCRIBE records, else of the question records)."""
+    from spatialgeo_core.demo.data import DESCRIBE
+    from spatialgeo_core.tokenizer import LlamaTokenizer
+    tok = LlamaTokenizer.from_dir(tokenizer_dir)
+    longest = 0
+    for rec in json.loads(records_path.read_text(encoding="utf-8")):
+        turns = rec["conversations"]
+        if "image" not in rec or turns[0]["value"].endswith(DESCRIBE) != describe:
+            continue
+        longest = max(longest, *(len(tok.encode(t["value"], add_bos=False)) for t in turns[1::2]))
+    if longest == 0:
+        raise RuntimeError(f"{records_path} holds no {'DESCRIBE' if describe else 'question'} "
+                           "record with an image")
+    return longest + 8
+
+
+def evaluate(model_dir: Path, out: Path, world: DemoWorld, limit: int | None = None) -> dict:
+    """Answer and score the held-out bench with the evaluation scorer (eval/metrics.json), then
+    what the model reads of each held-out region (eval/reading.json, demo/reading.py)."""
+    from spatialgeo_core.demo.data import DESCRIBE
+    from spatialgeo_core.demo.reading import evaluate_reading
     from spatialgeo_core.eval.bench_runner import evaluate_bench
     from spatialgeo_core.pipeline import SpatialGeoPipeline
     from spatialgeo_core.types import GenerationOptions
     eval_dir = model_dir.parent / "eval"
+    records = out / "world" / "train" / "llava.json"
+    pipe = None
+
+    def load():
+        nonlocal pipe
+        pipe = pipe or SpatialGeoPipeline.from_pretrained(model_dir, device="cpu")
+        return pipe
+
     if (eval_dir / "metrics.json").is_file():
-        return json.loads((eval_dir / "metrics.json").read_text())
-    return evaluate_bench(out / "world" / "test" / "bench.json", out / "world" / "test" / "images",
-                          eval_dir, lambda: SpatialGeoPipeline.from_pretrained(model_dir,
-                                                                               device="cpu"),
-                          model_id=str(model_dir), limit=limit,
-                          options=GenerationOptions(max_new_tokens=48), progress=False)
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+    else:
+        budget = answer_budget(records, model_dir)
+        metrics = evaluate_bench(out / "world" / "test" / "bench.json",
+                                 out / "world" / "test" / "images", eval_dir, load,
+                                 model_id=str(model_dir), limit=limit,
+                                 options=GenerationOptions(max_new_tokens=budget),
+                                 progress=False)
+        metrics["max_new_tokens"] = budget
+        (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if world.caption_every and not (eval_dir / "reading.json").is_file():
+        budget = answer_budget(records, model_dir, describe=True)
+
+        def answer(rgb, question, regions, max_new_tokens):
+            return load().answer(rgb, question, regions=regions,
+                                 options=GenerationOptions(max_new_tokens=max_new_tokens)).text
+
+        reading = evaluate_reading(answer, world, min(world.test_images, limit or 10**9),
+                                   DESCRIBE, budget)
+        (eval_dir / "reading.json").write_text(json.dumps(reading, indent=2))
+    return metrics
 
 
 def _row(name: str, m: dict) -> str:
@@ -260,8 +306,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--caption-every", type=int, default=d.caption_every,
                    help="every N-th training scene's region caption joins the stage-2 data (0: "
                         "none)")
-    p.add_argument("--wording", choices=["plain", "varied"], default=d.wording,
-                   help="training answers worded one way per category, or varied as the bench's")
+    p.add_argument("--wording", choices=list(WORDINGS), default=d.wording,
+                   help="training answers (synthetic/questions.py WORDINGS): facts (comparisons "
+                        "state each region's fact, then conclude), facts_all (distances and "
+                        "directions too), plain (one wording per category) or varied")
+    p.add_argument("--naming", choices=list(NAMINGS), default=d.naming,
+                   help="training records: per_question (the asked regions only, as Region [0] "
+                        "and Region [1], as the held-out items) or shared (one conversation per "
+                        "scene)")
+    p.add_argument("--drill-share", type=float, default=d.drill_share,
+                   help="text-only drills of the conclusion per facts answer (0: none)")
     p.add_argument("--vocab-size", type=int, default=768)
     p.add_argument("--tower-images", type=int, default=3000)
     p.add_argument("--semantic-steps", type=int, default=1500)
@@ -285,7 +339,8 @@ def run(args: argparse.Namespace) -> dict:
     world = DemoWorld(seed=args.seed, image_size=args.image_size, render_size=args.render_size,
                       train_images=args.train_images,
                       test_images=args.test_images, qa_per_image=args.qa_per_image,
-                      caption_every=args.caption_every, wording=args.wording)
+                      caption_every=args.caption_every, wording=args.wording,
+                      naming=args.naming, drill_share=args.drill_share)
     started = time.time()
     summary: dict = {"prepare": prepare(out, world, args.tower_images, args.semantic_steps,
                                         args.geometry_steps, args.vocab_size)}
@@ -298,7 +353,7 @@ def run(args: argparse.Namespace) -> dict:
                                   args.stage2_set)
         summary[v] = {"model": str(model_dir), "train_s": round(time.time() - t, 1)}
         if not args.no_eval:
-            summary[v]["metrics"] = evaluate(model_dir, out, args.eval_limit)
+            summary[v]["metrics"] = evaluate(model_dir, out, world, args.eval_limit)
     summary["wall_s"] = round(time.time() - started, 1)
     done = {v: json.loads((out / v / "eval" / "metrics.json").read_text()) for v in VARIANTS
             if (out / v / "eval" / "metrics.json").is_file()}

@@ -68,7 +68,7 @@ def _image_name(sample: WorldSample) -> str:
 # ------------------------------------------------------------------------------------------
 # LLaVA training JSON
 
-def _region_records(sample: WorldSample, objects, with_masks: bool) -> list[dict]:
+def region_records(sample: WorldSample, objects, with_masks: bool) -> list[dict]:
     """{"box", "mask_rle"?} of each object, in order (index k is "Region [k]")."""
     regions = []
     for obj in objects:
@@ -90,7 +90,7 @@ def llava_record(sample: WorldSample, image: str, with_masks: bool = True) -> di
     for j, qa in enumerate(sample.qas):
         turns.append({"from": "human", "value": ("<image>\n" if j == 0 else "") + qa.question})
         turns.append({"from": "gpt", "value": qa.answer})
-    regions = _region_records(sample, sample.regions, with_masks)
+    regions = region_records(sample, sample.regions, with_masks)
     return {"id": sample.id, "image": image, "conversations": turns, "regions": regions,
             "qa_info": [{"category": qa.category, "type": qa.qa_type} for qa in sample.qas]}
 
@@ -102,7 +102,7 @@ def question_records(sample: WorldSample, image: str, with_masks: bool = True) -
     return [{"id": f"{sample.id}-q{j}", "image": image,
              "conversations": [{"from": "human", "value": "<image>\n" + qa.question},
                                {"from": "gpt", "value": qa.answer}],
-             "regions": _region_records(sample, qa.regions, with_masks),
+             "regions": region_records(sample, qa.regions, with_masks),
              "qa_info": [{"category": qa.category, "type": qa.qa_type}]}
             for j, qa in enumerate(sample.qas)]
 

@@ -144,39 +144,54 @@ def test_the_world_demo_asks_about_a_held_out_scene(tmp_path, capsys):
 
 
 def test_demo_world_files_hold_the_captions_twice_and_the_captions_hold_the_truth(tmp_path):
-    """Stage 1 reads every training scene's caption; stage 2's llava.json holds the conversations
-    plus every caption_every-th caption as a DESCRIBE question, with the same answer; a caption's
-    numbers are the scene's ground truth."""
+    """Stage 1 reads every training scene's caption; stage 2's llava.json holds one record per
+    question (the asked regions only, facts answers), then every caption_every-th caption as a
+    DESCRIBE question with the same answer, then the text-only drills; a caption's numbers are
+    the scene's ground truth, in the quantities and words of the facts answers."""
     import re
 
     from spatialgeo_core.demo.data import DESCRIBE, DemoWorld, write_world
     from spatialgeo_core.synthetic import iter_samples
+    from spatialgeo_core.synthetic.facts import quantity
 
-    world = DemoWorld(train_images=5, test_images=2, caption_every=2)
+    world = DemoWorld(train_images=5, test_images=2, caption_every=2, drill_share=0.5)
     paths = write_world(world, tmp_path)
     captions = json.loads(paths["captions"].read_text())
     train = json.loads(paths["train"].read_text())
-    described = [r for r in train if r["conversations"][0]["value"] == "<image>\n" + DESCRIBE]
-    assert len(captions) == 5 and len(train) == 5 + 3 and len(described) == 3
+    samples = list(iter_samples(5, world.seed, "train", world.train_config()))
+    n_questions = sum(len(s.qas) for s in samples)
+    questions, rest = train[:n_questions], train[n_questions:]
+    described, drills = rest[:3], rest[3:]
+    assert len(captions) == 5 and all("qa_info" in r for r in questions)
+    assert all(r["conversations"][0]["value"] == "<image>\n" + DESCRIBE for r in described)
     by_image = {r["image"]: r["conversations"][1]["value"] for r in captions}
     for r in described:
         assert r["conversations"][1]["value"] == by_image[r["image"]]
     assert [r["image"] for r in described] == [captions[i]["image"] for i in (0, 2, 4)]
     assert DESCRIBE in paths["corpus"].read_text()
 
-    fact = re.compile(r"Region \[(\d)\]: (\w+) (\w+), ([\d.]+) m away, ([\d.]+) m (left|right), "
-                      r"(-?[\d.]+) m up, ([\d.]+) m wide, ([\d.]+) m tall\.")
-    for sample, rec in zip(iter_samples(5, world.seed, "train", world.train_config()), captions,
-                           strict=True):
+    with_facts = [r for r in questions if " So " in r["conversations"][1]["value"]]
+    assert len(drills) == len(with_facts) // 2 > 0
+    for d in drills:                                  # text only: the facts, then the question
+        assert "image" not in d and "regions" not in d
+        human, answer = (t["value"] for t in d["conversations"])
+        assert "<image>" not in human and human.startswith(answer.rsplit(" So ", 1)[0])
+
+    fact = re.compile(r"Region \[(\d)\]: (\w+) (\w+), ([\d.]+) m ahead, ([\d.]+) m (left|right), "
+                      r"(-?[\d.]+) m up, ([\d.]+) m wide, ([\d.]+) m tall, "
+                      r"([\d.]+) cubic metres\.")
+    for sample, rec in zip(samples, captions, strict=True):
         found = fact.findall(rec["conversations"][1]["value"])
         assert len(found) == len(sample.regions) >= 2
-        for k, colour, shape, z, x, side, _, w, h in found:
+        for k, colour, shape, y, x, side, z, w, h, v in found:
             info = sample.rendering.objects[sample.regions[int(k)]]
             assert (colour, shape) == (info.color, info.shape)
-            assert float(z) == pytest.approx(info.center_camera[2], abs=0.051)
-            assert float(x) == pytest.approx(abs(info.center_camera[0]), abs=0.051)
-            assert side == ("right" if info.center_camera[0] >= 0 else "left")
+            assert float(y) == pytest.approx(quantity(info, "ahead"), abs=0.051)
+            assert float(x) == pytest.approx(abs(quantity(info, "side")), abs=0.051)
+            assert side == ("right" if quantity(info, "side") >= 0 else "left")
+            assert float(z) == pytest.approx(quantity(info, "up"), abs=0.051)
             assert (float(w), float(h)) == pytest.approx(info.size[:2], abs=0.051)
+            assert float(v) == pytest.approx(info.volume, abs=0.0051)
 
 
 def test_a_stopped_demo_training_is_one_line_and_exit_status_1(monkeypatch, capsys):
