@@ -1,0 +1,131 @@
+"""The geometry ablation as tables: fused (SpatialGeo) vs CLIP-only (LLaVA-1.5 arrangement) on
+the held-out split, per run (one seed of the whole recipe) and pooled over runs, with 95 %
+Wilson intervals.
+
+    python -m spatialgeo_core.demo.ablation runs/demo-seed0 runs/demo-seed1 > ablation.md
+
+Reads <run>/<variant>/eval/metrics.json (the bench scorer) and reading.json (demo/reading.py).
+Depth-dependent questions: the behind/front group and the three distance categories (their
+answers need each region's metric position); the single-region family: what the model reads of
+one region (forward distance, width, height within 25 %) from its description.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+VARIANTS = {"fused": "SpatialGeo (CLIP + geometry)", "clip_only": "CLIP-only (LLaVA-1.5)"}
+DEPTH_GROUPS = ("behind/front",)
+DEPTH_CATEGORIES = ("distance_data", "horizontal_distance_data", "vertical_distance_data")
+GROUPS = ("left/right", "below/above", "behind/front", "tall/short", "wide/thin", "big/small")
+SINGLE = ("ahead", "wide", "tall")
+
+
+def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion, in percent."""
+    if total <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (100 * (centre - half), 100 * (centre + half))
+
+
+def counts(metrics: dict, reading: dict | None) -> dict[str, tuple[int, int]]:
+    """(successes, total) of every reported family of one variant of one run."""
+    q, n = metrics["qualitative"], metrics["quantitative"]
+    out = {g: (b["correct"], b["total"]) for g, b in q["groups"].items()}
+    out["qualitative"] = (q["overall"]["correct"], q["overall"]["total"])
+    for c, b in n["categories"].items():
+        out[c] = (b["successes"], b["total"])
+    out["quantitative"] = (n["overall"]["successes"], n["overall"]["total"])
+    out["direction"] = (metrics["direction"]["successes"], metrics["direction"]["total"])
+    depth = [out[k] for k in (*DEPTH_GROUPS, *DEPTH_CATEGORIES) if k in out]
+    out["depth-dependent"] = (sum(s for s, _ in depth), sum(t for _, t in depth))
+    if reading is not None:
+        for k in SINGLE:
+            total = reading["regions"]
+            out[f"read {k}"] = (round(reading[k]["within_25_pct"] * total / 100), total)
+            out[f"median {k}"] = (round(reading[k]["median_prior_within_25_pct"] * total / 100),
+                                  total)
+    return out
+
+
+def load(run: Path, variant: str) -> dict[str, tuple[int, int]] | None:
+    d = Path(run) / variant / "eval"
+    if not (d / "metrics.json").is_file():
+        return None
+    reading = json.loads((d / "reading.json").read_text()) if (d / "reading.json").is_file() \
+        else None
+    return counts(json.loads((d / "metrics.json").read_text()), reading)
+
+
+def mean_of_groups(c: dict[str, tuple[int, int]]) -> float:
+    accs = [100 * s / t for g in GROUPS if g in c for s, t in (c[g],) if t]
+    return sum(accs) / len(accs) if accs else float("nan")
+
+
+def _cell(c: dict[str, tuple[int, int]], key: str) -> str:
+    if key not in c or not c[key][1]:
+        return "-"
+    s, t = c[key]
+    lo, hi = wilson(s, t)
+    return f"{100 * s / t:.1f} ({lo:.0f}-{hi:.0f})"
+
+
+def pooled(runs: list[dict[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
+    keys = set().union(*runs)
+    return {k: (sum(r[k][0] for r in runs if k in r), sum(r[k][1] for r in runs if k in r))
+            for k in keys}
+
+
+def table(runs: dict[str, dict[str, dict]]) -> str:
+    """runs: run name -> variant -> counts. Markdown: one row per (run, variant), then pooled."""
+    rows: list[tuple[str, str, dict]] = []
+    for name, variants in runs.items():
+        for v, c in variants.items():
+            rows.append((name, v, c))
+    if len(runs) > 1:
+        for v in VARIANTS:
+            got = [variants[v] for variants in runs.values() if v in variants]
+            if got:
+                rows.append(("pooled", v, pooled(got)))
+    cols = ["qualitative", "mean of groups", *GROUPS, "quantitative", *DEPTH_CATEGORIES,
+            "width_data", "height_data", "direction", "depth-dependent",
+            *(f"read {k}" for k in SINGLE)]
+    head = "| run | model | " + " | ".join(cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    for name, v, c in rows:
+        cells = [f"{mean_of_groups(c):.1f}" if k == "mean of groups" else _cell(c, k)
+                 for k in cols]
+        lines.append(f"| {name} | {VARIANTS[v]} | " + " | ".join(cells) + " |")
+    medians = [c for _, v, c in rows if v == "fused"]
+    if medians and all(f"median {k}" in medians[-1] for k in SINGLE):
+        cells = ["-"] * (len(cols) - len(SINGLE)) + [_cell(medians[-1], f"median {k}")
+                                                      for k in SINGLE]
+        lines.append(f"| {rows[-1][0]} | training median (no image) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spatialgeo_core.demo.ablation",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="reproduce output directories (one a seed)")
+    args = p.parse_args(argv)
+    runs = {}
+    for run in args.runs:
+        found = {v: c for v in VARIANTS if (c := load(run, v)) is not None}
+        if not found:
+            print(f"{run}: no evaluated variant (<run>/<variant>/eval/metrics.json)",
+                  file=sys.stderr)
+            return 2
+        runs[run.name] = found
+    sys.stdout.write(table(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

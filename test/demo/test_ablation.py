@@ -1,0 +1,41 @@
+"""The ablation tables: Wilson intervals, the depth-dependent family, pooling over seeds."""
+import json
+
+import pytest
+
+from spatialgeo_core.demo import ablation
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    lo, hi = ablation.wilson(45, 50)                 # 90 %: 78.6 - 95.7 (Wilson, z = 1.96)
+    assert (round(lo, 1), round(hi, 1)) == (78.6, 95.7)
+    lo, hi = ablation.wilson(0, 10)
+    assert lo == pytest.approx(0.0, abs=1e-9) and round(hi, 1) == 27.8
+
+
+def _metrics(correct_behind, total_behind, distance_ok):
+    return {
+        "qualitative": {"groups": {"behind/front": {"correct": correct_behind,
+                                                    "total": total_behind},
+                                   "left/right": {"correct": 8, "total": 10}},
+                        "overall": {"correct": correct_behind + 8, "total": total_behind + 10}},
+        "quantitative": {"categories": {"distance_data": {"successes": distance_ok, "total": 10},
+                                        "width_data": {"successes": 5, "total": 10}},
+                         "overall": {"successes": distance_ok + 5, "total": 20}},
+        "direction": {"successes": 1, "total": 4}}
+
+
+def test_tables_pool_seeds_and_count_the_depth_dependent_questions(tmp_path, capsys):
+    for run, ok in (("seed0", 9), ("seed1", 7)):
+        for variant, behind in (("fused", 9), ("clip_only", 5)):
+            d = tmp_path / run / variant / "eval"
+            d.mkdir(parents=True)
+            (d / "metrics.json").write_text(json.dumps(_metrics(behind, 10, ok)))
+    fused = ablation.load(tmp_path / "seed0", "fused")
+    assert fused["depth-dependent"] == (9 + 9, 20)           # behind/front + distance_data
+    assert ablation.mean_of_groups(fused) == pytest.approx(85.0)
+    assert ablation.main([str(tmp_path / "seed0"), str(tmp_path / "seed1")]) == 0
+    out = capsys.readouterr().out
+    pooled = [ln for ln in out.splitlines() if ln.startswith("| pooled | SpatialGeo")]
+    assert len(pooled) == 1 and "| 80.0 (" in pooled[0]      # (9 + 7) / 20 distance_data
+    assert ablation.main([str(tmp_path / "missing")]) == 2
