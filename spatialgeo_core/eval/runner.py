@@ -227,18 +227,26 @@ def finalize(out_dir: Path, records: list[dict], title: str, run_info: dict,
     The answers are scored again here (the rules may have changed since a resumed record was
     written); `run_info` goes into metrics["run"] and the report's Run section.
     """
-    out_dir = Path(out_dir)
+    from spatialgeo_core.eval.report import write_report
+
     answered = [r for r in records if is_ok(r)]
-    errors = [r for r in records if not is_ok(r)]
     metrics = aggregate(_rescore(r, default_unit) for r in answered)
     metrics["num_questions"] = len(records)
+    return write_outputs(out_dir, metrics, records, run_info, title, write_report)
+
+
+def write_outputs(out_dir: Path, metrics: dict, records: list[dict], run_info: dict, title: str,
+                  write_report: Callable[[list[dict], dict, Path, str], Path]) -> dict:
+    """Add num_answered, errors and run to the scores in `metrics`, write metrics.json, then
+    the report (`write_report(answered records, metrics, out_dir, title)`) followed by its
+    Errors and Run sections; returns the metrics."""
+    answered = [r for r in records if is_ok(r)]
+    errors = [r for r in records if not is_ok(r)]
     metrics["num_answered"] = len(answered)
     metrics["errors"] = error_counts(errors)
     metrics["run"] = run_info
     write_metrics(out_dir, metrics)
-
-    from spatialgeo_core.eval.report import write_report
-    path = write_report(answered, metrics, out_dir, title)
+    path = write_report(answered, metrics, Path(out_dir), title)
     append_errors_and_run(path, len(records), errors, run_info)
     return metrics
 

@@ -31,10 +31,9 @@ from spatialgeo_core.eval.runner import (
     answer_with_regions,
     check_out_dir,
     encode_image,
-    error_counts,
     is_ok,
     run_info_common,
-    write_metrics,
+    write_outputs,
     write_results,
 )
 from spatialgeo_core.eval.spatialscore.data import (
@@ -208,12 +207,9 @@ def finalize(out_dir: Path, records: list[dict], skipped: list[Entry], run_info:
              title: str) -> dict:
     """Write metrics.json and report.md for `records` (one per answered or failed item) and the
     skipped items; returns the metrics."""
-    from spatialgeo_core.eval.runner import append_errors_and_run
     from spatialgeo_core.eval.spatialscore.report import write_report
 
-    out_dir = Path(out_dir)
     answered = [r for r in records if is_ok(r)]
-    errors = [r for r in records if not is_ok(r)]
     scored = {mode: [rescore(r, mode) for r in answered] for mode in MODES}
     metrics: dict = {mode: aggregate((r, s.score) for r, s in zip(answered, scored[mode],
                                                                   strict=True))
@@ -223,14 +219,8 @@ def finalize(out_dir: Path, records: list[dict], skipped: list[Entry], run_info:
     metrics["modes_differ"] = sum(a.score != b.score for a, b in zip(*scored.values(),
                                                                      strict=True))
     metrics["num_items"] = len(records) + len(skipped)
-    metrics["num_answered"] = len(answered)
     metrics["skipped"] = _skipped(skipped)
-    metrics["errors"] = error_counts(errors)
-    metrics["run"] = run_info
-    write_metrics(out_dir, metrics)
-    path = write_report(answered, metrics, out_dir, title)
-    append_errors_and_run(path, len(records), errors, run_info)
-    return metrics
+    return write_outputs(out_dir, metrics, records, run_info, title, write_report)
 
 
 def summary_line(metrics: dict, out_dir: Path) -> str:
