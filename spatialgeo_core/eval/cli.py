@@ -160,7 +160,8 @@ def add_parsers(sub) -> None:
         description="Answer the single-image items of SpatialScore v0 (multi-image and video "
                     "items are counted as skipped) with upstream's per-source instruction and "
                     "greedy decoding, and score them by upstream's rules (mode 'upstream', "
-                    "quirks included) and without its quirks (mode 'strict'). --score-only "
+                    "quirks included) and without its quirks (mode 'strict'). Answers are at "
+                    "most --max-new-tokens long (default 1024, as upstream). --score-only "
                     "scores saved predictions instead. Under torchrun each rank answers every "
                     "WORLD_SIZE-th item and rank 0 merges.")
     add_model_args(s)

@@ -7,6 +7,6 @@ by the pipeline and scored without a judge.
 - runner.py: `spatialgeo eval-spatialscore` (answer, or --score-only saved predictions).
 - report.py: report.md with both modes side by side.
 
-Only scoring.py and data.py are imported by this package's users without the [eval] extra;
-the runner needs it (matplotlib, and the eval-bench machinery).
+scoring.py and data.py need numpy only; runner.py and report.py need the [eval] extra (they reuse
+eval-bench's runner, report helpers and plots).
 """
