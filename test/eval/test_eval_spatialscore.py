@@ -15,9 +15,13 @@ pytest.importorskip("matplotlib", reason="matplotlib is in the [eval] extra")
 
 from spatialgeo_core.cli import main  # noqa: E402
 from spatialgeo_core.eval.spatialscore.data import (  # noqa: E402
+    CHOICE_INSTRUCTION,
     CONCISE_INSTRUCTION,
     LENGTH_INSTRUCTION,
+    SpatialScoreFormatError,
     boxes_as_regions,
+    image_path,
+    instruction,
 )
 from spatialgeo_core.synthetic import (  # noqa: E402
     SceneConfig,
@@ -268,6 +272,21 @@ def test_boxes_as_regions():
     assert [r.box for r in regions] == [(10.0, 20.0, 30.0, 40.0), (0.5, 2.5, 12.0, 9.75),
                                         (90.0, 90.0, 100.0, 100.0)]
     assert boxes_as_regions("How far is it?", 10, 10) == ("How far is it?", [])
+
+
+def test_instructions_and_image_paths(tmp_path):
+    assert instruction("VGBench", "open-ended") == LENGTH_INSTRUCTION
+    assert instruction("VGBench", "Open-Ended") == CONCISE_INSTRUCTION   # upstream: exact match
+    assert instruction("VGBench", "judgment") == CONCISE_INSTRUCTION
+    assert instruction("3DSRBench", "multi-choice") == CHOICE_INSTRUCTION
+    assert instruction("QSpatialBench-Plus", "open-ended") == LENGTH_INSTRUCTION
+    assert "\\scalar{scalar} \\distance_unit{distance unit}" in LENGTH_INSTRUCTION
+    with pytest.raises(SpatialScoreFormatError, match="no instruction"):
+        instruction("MyBench", "judgment")
+    assert image_path(tmp_path, "./dataset/a/b.png") == tmp_path / "dataset" / "a" / "b.png"
+    for bad in ("/etc/passwd", "./dataset/../../x.png"):
+        with pytest.raises(SpatialScoreFormatError, match="inside it"):
+            image_path(tmp_path, bad)
 
 
 def test_score_only_saved_predictions(world, tmp_path, capsys):
