@@ -21,6 +21,7 @@ import os
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -136,7 +137,8 @@ def load_bench(path: str | Path, limit: int | None = None) -> list[BenchEntry]:
 # -------------------------------------------------------------------------------------------------
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB [H, W, 3]; InvalidImageError when it is missing or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -164,7 +166,7 @@ def _answer_entry(entry: BenchEntry, images: Path, pipeline, cache: OrderedDict,
         path = images / item.file_path
         features = cache.get(path)
         if features is None:
-            features = encode_image(pipeline, _read_image(path), list(item.regions))
+            features = encode_image(pipeline, read_image(path), list(item.regions))
             cache[path] = features
             while len(cache) > IMAGE_CACHE:
                 cache.popitem(last=False)
@@ -220,20 +222,28 @@ def _barrier(out_dir: Path, rank: int, world: int, entries: list[BenchEntry],
         time.sleep(POLL_S)
 
 
-def evaluate_bench(annotations: str | Path, images: str | Path, out_dir: str | Path,
-                   load_pipeline, *, model_id: str = "", options: GenerationOptions | None = None,
-                   limit: int | None = None, resume: bool = False,
-                   default_unit: str | None = None, progress: bool = True,
-                   barrier_timeout_s: float = 6 * 3600.0) -> dict | None:
-    """Answer and score SpatialRGPT-Bench; the metrics on rank 0 (or a single process), None on
-    the other ranks."""
-    started = time.time()
-    options = options or GenerationOptions()
+@dataclass
+class ShardedRun:
+    """What `run_sharded` leaves on rank 0 (or a single process)."""
+
+    world: int                                # number of processes
+    records: list[dict]                       # one per entry, in the entries' order
+    model_id: str
+
+
+def run_sharded(out_dir: Path, entries: list, answer: Callable[[object, object, str, dict], dict],
+                load_pipeline: Callable[[], object], *, needs_model: Callable[[object], bool],
+                model_id: str = "", resume: bool = False, progress: bool = True,
+                desc: str = "eval", barrier_timeout_s: float = 6 * 3600.0) -> ShardedRun | None:
+    """Answer this rank's share of `entries` (objects with `.index` and a str `.id`) that have
+    no "ok" record yet, then merge on rank 0 (see the module docstring).
+
+    answer(entry, pipeline, model_id, shard) returns the entry's record; `shard` holds the
+    fields that name the rank ({} in a single process). The pipeline is loaded only when an entry
+    to answer `needs_model`. Returns None on the ranks other than 0.
+    """
     rank, world = shard_env()
-    out_dir, images = Path(out_dir), Path(images)
-    entries = load_bench(annotations, limit)
-    if not images.is_dir():
-        raise EvalRunError(f"--images {images} is not a directory")
+    out_dir = Path(out_dir)
     results_path = out_dir / RESULTS_FILE
     mine_path = results_path if world == 1 else rank_file(out_dir, rank)
     # each file is checked by exactly one rank, so no rank sees another's fresh output
@@ -245,17 +255,14 @@ def evaluate_bench(annotations: str | Path, images: str | Path, out_dir: str | P
     done = {qid for qid, r in merge_results(_all_records(out_dir)).items() if is_ok(r)}
     mine = [e for e in entries if e.index % world == rank and e.id not in done]
 
-    pipeline = load_pipeline() if any(e.item is not None for e in mine) else None
+    pipeline = load_pipeline() if any(needs_model(e) for e in mine) else None
     model_id = model_id or str(getattr(pipeline, "model_path", "") or "")
-    desc = "eval-bench" if world == 1 else f"eval-bench rank {rank}"
-    cache: OrderedDict = OrderedDict()
     shard = {"rank": rank} if world > 1 else {}
+    desc = desc if world == 1 else f"{desc} rank {rank}"
     with ResultsWriter(mine_path) as writer, progress_bar(len(mine), desc, progress) as bar:
         for entry in mine:
-            writer.write(_answer_entry(entry, images, pipeline, cache, options, model_id,
-                                       default_unit, shard))
+            writer.write(answer(entry, pipeline, model_id, shard))
             bar.update()
-    cache.clear()
 
     _barrier(out_dir, rank, world, entries, barrier_timeout_s)
     if rank != 0:
@@ -264,7 +271,38 @@ def evaluate_bench(annotations: str | Path, images: str | Path, out_dir: str | P
     write_results(results_path, records + stale)
     for path in _rank_files(out_dir).values():
         path.unlink()
-    run_info = {"annotations": str(annotations), "images": str(images), "processes": world,
-                "regions": "set-of-marks (spatialgeo_core.regions)"}
-    run_info.update(run_info_common(model_id, options, started))
-    return finalize(out_dir, records, "SpatialGeo on SpatialRGPT-Bench", run_info, default_unit)
+    return ShardedRun(world, records, model_id)
+
+
+def evaluate_bench(annotations: str | Path, images: str | Path, out_dir: str | Path,
+                   load_pipeline, *, model_id: str = "", options: GenerationOptions | None = None,
+                   limit: int | None = None, resume: bool = False,
+                   default_unit: str | None = None, progress: bool = True,
+                   barrier_timeout_s: float = 6 * 3600.0) -> dict | None:
+    """Answer and score SpatialRGPT-Bench; the metrics on rank 0 (or a single process), None on
+    the other ranks."""
+    started = time.time()
+    options = options or GenerationOptions()
+    shard_env()                                   # a bad RANK / WORLD_SIZE fails before reading
+    out_dir, images = Path(out_dir), Path(images)
+    entries = load_bench(annotations, limit)
+    if not images.is_dir():
+        raise EvalRunError(f"--images {images} is not a directory")
+    cache: OrderedDict = OrderedDict()
+
+    def answer(entry: BenchEntry, pipeline, model_id: str, shard: dict) -> dict:
+        return _answer_entry(entry, images, pipeline, cache, options, model_id, default_unit,
+                             shard)
+
+    run = run_sharded(out_dir, entries, answer, load_pipeline,
+                      needs_model=lambda e: e.item is not None, model_id=model_id,
+                      resume=resume, progress=progress, desc="eval-bench",
+                      barrier_timeout_s=barrier_timeout_s)
+    cache.clear()
+    if run is None:
+        return None
+    run_info = {"annotations": str(annotations), "images": str(images),
+                "processes": run.world, "regions": "set-of-marks (spatialgeo_core.regions)"}
+    run_info.update(run_info_common(run.model_id, options, started))
+    return finalize(out_dir, run.records, "SpatialGeo on SpatialRGPT-Bench", run_info,
+                    default_unit)

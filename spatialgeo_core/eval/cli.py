@@ -4,6 +4,8 @@
     spatialgeo eval-bench --annotations SpatialRGPT-Bench_v1.json --images DIR --model-path DIR \\
         --out DIR                       # or: torchrun --nproc_per_node=N -m spatialgeo_core.cli
     spatialgeo eval-live --questions questions.jsonl --out DIR      # on a ROS 2 machine
+    spatialgeo eval-spatialscore --data SpatialScore.json --root DIR --out DIR
+    spatialgeo eval-spatialscore --score-only predictions.json --out DIR
 
 Each writes results.jsonl, metrics.json and report.md (with PNG plots) into --out. Nothing heavy
 is imported until a command runs, so `spatialgeo --help` works without the [eval] extra.
@@ -15,16 +17,17 @@ import argparse
 from spatialgeo_core.cli import add_model_args, load_pipeline
 
 
-def _add_common(p: argparse.ArgumentParser, live: bool = False) -> None:
+def _add_common(p: argparse.ArgumentParser, live: bool = False, units: bool = True) -> None:
     p.add_argument("--out", required=True, help="output directory (results.jsonl, metrics.json, "
                                                 "report.md)")
     p.add_argument("--resume", action="store_true",
                    help="continue a run in --out: skip questions already answered, retry errors")
     p.add_argument("--max-new-tokens", type=int, default=0 if live else 128,
                    help="longest answer in tokens" + (" (0 = the node's default)" if live else ""))
-    p.add_argument("--default-unit", default=None, metavar="UNIT",
-                   help="unit of a bare number in an answer when scoring (m, cm, ft, ...); "
-                        "default: such a number is unreadable")
+    if units:
+        p.add_argument("--default-unit", default=None, metavar="UNIT",
+                       help="unit of a bare number in an answer when scoring (m, cm, ft, ...); "
+                            "default: such a number is unreadable")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar on stderr")
 
@@ -61,6 +64,41 @@ def cmd_eval_bench(args) -> int:
         progress=args.progress, barrier_timeout_s=args.barrier_timeout_s)
     if metrics is not None:                      # rank 0 (or a single process) writes them
         print(f"eval-bench: {summary_line(metrics, args.out)}")
+    return 0
+
+
+def cmd_eval_spatialscore(args) -> int:
+    from spatialgeo_core.eval.runner import EvalRunError
+    from spatialgeo_core.eval.spatialscore.runner import (
+        evaluate_spatialscore,
+        score_only,
+        summary_line,
+    )
+
+    if args.score_only:
+        extra = [flag for flag, on in (("--data", args.data), ("--root", args.root),
+                                       ("--resume", args.resume),
+                                       ("--draw-boxes", args.draw_boxes)) if on]
+        if extra:
+            raise EvalRunError(f"--score-only scores saved answers: {', '.join(extra)} "
+                               f"cannot go with it")
+        metrics = score_only(args.score_only, args.out, subset=args.subset, hard=args.hard,
+                             limit=args.limit)
+    else:
+        if not args.data or not args.root:
+            raise EvalRunError("give --data and --root (or --score-only FILE)")
+        from spatialgeo_core.eval.bench_runner import shard_device
+        from spatialgeo_core.types import GenerationOptions
+
+        args.device = shard_device(args.device)
+        metrics = evaluate_spatialscore(
+            args.data, args.root, args.out, lambda: load_pipeline(args), subset=args.subset,
+            hard=args.hard, model_id=_model_id(args),
+            options=GenerationOptions(max_new_tokens=args.max_new_tokens), limit=args.limit,
+            resume=args.resume, draw_boxes=args.draw_boxes, progress=args.progress,
+            barrier_timeout_s=args.barrier_timeout_s)
+    if metrics is not None:                      # rank 0 (or a single process) writes them
+        print(f"eval-spatialscore: {summary_line(metrics, args.out)}")
     return 0
 
 
@@ -115,6 +153,41 @@ def add_parsers(sub) -> None:
                    help="how long rank 0 waits for the other ranks to finish")
     _add_common(e)
     e.set_defaults(func=cmd_eval_bench)
+
+    s = sub.add_parser(
+        "eval-spatialscore",
+        help="SpatialScore v0: answer, score by upstream's rules and strictly, report",
+        description="Answer the single-image items of SpatialScore v0 (multi-image and video "
+                    "items are counted as skipped) with upstream's per-source instruction and "
+                    "greedy decoding, and score them by upstream's rules (mode 'upstream', "
+                    "quirks included) and without its quirks (mode 'strict'). Answers are at "
+                    "most --max-new-tokens long (default 1024, as upstream). --score-only "
+                    "scores saved predictions instead. Under torchrun each rank answers every "
+                    "WORLD_SIZE-th item and rank 0 merges.")
+    add_model_args(s)
+    s.add_argument("--data", default=None,
+                   help="SpatialScore.json or SpatialScore-Hard.json (v0; the CVPR 2026 format "
+                        "is refused)")
+    s.add_argument("--root", default=None,
+                   help="the folder holding dataset/ (img_paths are ./dataset/...)")
+    s.add_argument("--subset", choices=["all", "vgbench", "hard"], default="all",
+                   help="all items, VGBench's (source VGBench), or SpatialScore-Hard's")
+    s.add_argument("--hard", default=None, metavar="FILE",
+                   help="SpatialScore-Hard.json, whose indices --subset hard selects (default: "
+                        "beside --data)")
+    s.add_argument("--score-only", default=None, metavar="FILE",
+                   help="score saved predictions: v0 items (JSON list or JSONL) each with the "
+                        "model's raw output in 'pred_answer' (upstream's all_results.json "
+                        "works too); nothing is answered")
+    s.add_argument("--draw-boxes", action="store_true",
+                   help="draw the boxes a question writes as (x1, y1, x2, y2) as set-of-marks "
+                        "and name them Region [i] in it (default: the question as published)")
+    s.add_argument("--limit", type=int, default=None,
+                   help="only the first N items of the subset")
+    s.add_argument("--barrier-timeout-s", type=float, default=6 * 3600.0,
+                   help="how long rank 0 waits for the other ranks to finish")
+    _add_common(s, units=False)
+    s.set_defaults(func=cmd_eval_spatialscore, max_new_tokens=1024)
 
     v = sub.add_parser(
         "eval-live", help="ask a running spatialgeo_node about a bag being played (ROS 2)",

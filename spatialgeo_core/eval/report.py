@@ -28,19 +28,34 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def _bar_plot(labels: list[str], values: list[float], ylabel: str, title: str, path: Path) -> None:
-    fig = Figure(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 3.6), dpi=100)
+    grouped_bar_plot(labels, {"": values}, ylabel, title, path)
+
+
+def grouped_bar_plot(labels: list[str], series: dict[str, list[float]], ylabel: str, title: str,
+                     path: Path) -> None:
+    """Bars of percentages (0-100) per label, one bar per series side by side (a legend when
+    there are several), each with its value above it."""
+    colors = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
+    width = 0.8 / len(series)
+    fig = Figure(figsize=(max(4.0, (0.6 + 0.5 * len(series)) * len(labels) + 1.5), 3.6),
+                 dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    bars = ax.bar(range(len(labels)), values, color="#4c72b0")
+    for k, (name, values) in enumerate(series.items()):
+        offset = (k - (len(series) - 1) / 2) * width
+        bars = ax.bar([i + offset for i in range(len(labels))], values, width=width,
+                      color=colors[k % len(colors)], label=name or None)
+        for bar, value in zip(bars, values, strict=True):
+            ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value),
+                        ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=30, ha="right")
     ax.set_ylim(0, 112)                       # headroom for the value labels above 100 % bars
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    for bar, value in zip(bars, values, strict=True):
-        ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value),
-                    ha="center", va="bottom", fontsize=8)
+    if len(series) > 1:
+        ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
 
@@ -73,6 +88,22 @@ def _latencies(results: list[dict]) -> list[float]:
         if math.isfinite(value):
             out.append(float(value))
     return out
+
+
+def latency_lines(results: list[dict], out_dir: Path) -> list[str]:
+    """The report's Latency section (and its histogram, written to out_dir)."""
+    lines = ["## Latency", ""]
+    latencies = sorted(_latencies(results))
+    if latencies:
+        mean = sum(latencies) / len(latencies)
+        lines += ["| answers | mean ms | p50 ms | p90 ms | max ms |", "|---|---|---|---|---|",
+                  f"| {len(latencies)} | {mean:.1f} | {_percentile(latencies, 50):.1f} | "
+                  f"{_percentile(latencies, 90):.1f} | {latencies[-1]:.1f} |", ""]
+        _latency_plot(latencies, out_dir / LATENCY_PLOT)
+        lines += [f"![latency histogram]({LATENCY_PLOT})", ""]
+    else:
+        lines += ["No latencies recorded.", ""]
+    return lines
 
 
 def write_report(results: list[dict], metrics: dict, out_dir: Path, title: str) -> Path:
@@ -146,17 +177,7 @@ def write_report(results: list[dict], metrics: dict, out_dir: Path, title: str) 
                   "Quantitative success", out_dir / QUANTITATIVE_PLOT)
         lines += [f"![quantitative success]({QUANTITATIVE_PLOT})", ""]
 
-    latencies = sorted(_latencies(results))
-    lines += ["## Latency", ""]
-    if latencies:
-        mean = sum(latencies) / len(latencies)
-        lines += ["| answers | mean ms | p50 ms | p90 ms | max ms |", "|---|---|---|---|---|",
-                  f"| {len(latencies)} | {mean:.1f} | {_percentile(latencies, 50):.1f} | "
-                  f"{_percentile(latencies, 90):.1f} | {latencies[-1]:.1f} |", ""]
-        _latency_plot(latencies, out_dir / LATENCY_PLOT)
-        lines += [f"![latency histogram]({LATENCY_PLOT})", ""]
-    else:
-        lines += ["No latencies recorded.", ""]
+    lines += latency_lines(results, out_dir)
 
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -227,24 +227,52 @@ def finalize(out_dir: Path, records: list[dict], title: str, run_info: dict,
     The answers are scored again here (the rules may have changed since a resumed record was
     written); `run_info` goes into metrics["run"] and the report's Run section.
     """
-    out_dir = Path(out_dir)
+    from spatialgeo_core.eval.report import write_report
+
+    answered = [r for r in records if is_ok(r)]
+    metrics = aggregate(_rescore(r, default_unit) for r in answered)
+    metrics["num_questions"] = len(records)
+    return write_outputs(out_dir, metrics, records, run_info, title, write_report)
+
+
+def write_outputs(out_dir: Path, metrics: dict, records: list[dict], run_info: dict, title: str,
+                  write_report: Callable[[list[dict], dict, Path, str], Path]) -> dict:
+    """Add num_answered, errors and run to the scores in `metrics`, write metrics.json, then
+    the report (`write_report(answered records, metrics, out_dir, title)`) followed by its
+    Errors and Run sections; returns the metrics."""
     answered = [r for r in records if is_ok(r)]
     errors = [r for r in records if not is_ok(r)]
-    metrics = aggregate(_rescore(r, default_unit) for r in answered)
-    by_kind = Counter(str(r.get("error_kind") or "error") for r in errors)
-    metrics["num_questions"] = len(records)
     metrics["num_answered"] = len(answered)
-    metrics["errors"] = {"total": len(errors), "by_kind": dict(sorted(by_kind.items()))}
+    metrics["errors"] = error_counts(errors)
     metrics["run"] = run_info
-    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_metrics(out_dir, metrics)
+    path = write_report(answered, metrics, Path(out_dir), title)
+    append_errors_and_run(path, len(records), errors, run_info)
+    return metrics
 
-    from spatialgeo_core.eval.report import write_report
-    path = write_report(answered, metrics, out_dir, title)
+
+def error_counts(errors: list[dict]) -> dict:
+    """{"total", "by_kind"} of error records (metrics["errors"])."""
+    by_kind = Counter(str(r.get("error_kind") or "error") for r in errors)
+    return {"total": len(errors), "by_kind": dict(sorted(by_kind.items()))}
+
+
+def write_metrics(out_dir: Path, metrics: dict) -> Path:
+    path = Path(out_dir) / METRICS_FILE
+    path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def append_errors_and_run(report: Path, num_records: int, errors: list[dict],
+                          run_info: dict) -> None:
+    """Append the Errors section (counts by kind, the first MAX_LISTED_ERRORS listed) and the
+    Run section (`run_info` as a table) to a report."""
+    by_kind = error_counts(errors)["by_kind"]
     lines = ["## Errors", ""]
     if errors:
-        lines += [f"{len(errors)} of {len(records)} questions were not answered (not scored):",
+        lines += [f"{len(errors)} of {num_records} questions were not answered (not scored):",
                   "", "| kind | count |", "|---|---|"]
-        lines += [f"| {kind} | {n} |" for kind, n in sorted(by_kind.items())]
+        lines += [f"| {kind} | {n} |" for kind, n in by_kind.items()]
         lines += [""]
         for r in errors[:MAX_LISTED_ERRORS]:
             lines.append(f"- `{r['question_id']}`: {r.get('error', '')}")
@@ -256,9 +284,8 @@ def finalize(out_dir: Path, records: list[dict], title: str, run_info: dict,
         lines += ["None: every question was answered.", ""]
     lines += ["## Run", "", "| | |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in run_info.items()]
-    with path.open("a", encoding="utf-8") as f:
+    with Path(report).open("a", encoding="utf-8") as f:
         f.write("\n" + "\n".join(lines) + "\n")
-    return metrics
 
 
 def summary_line(metrics: dict, out_dir: Path) -> str:
