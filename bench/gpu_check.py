@@ -12,8 +12,9 @@ part's peak memory is its own), and reuse the benchmark scripts beside this file
     environment      the machine and versions; whether CUDA, bitsandbytes, flash-attn, peft work
     latency          bench_latency, fp16: first question (20 tokens), follow-up on the same frame,
                      4 questions in one batch; time to first token, decode tokens/s; p50/p95
-    memory           bench_memory, fp16, each model in its own process: allocated after loading,
-                     peak allocated with one camera's frame cached and with four
+    memory           bench_memory, fp16, each model in its own process (--tiny: one after the
+                     other in the part's): allocated after loading, peak allocated with one
+                     camera's frame cached and with four
     latency_4bit     latency with an NF4 LLM in both models (needs bitsandbytes)
     memory_4bit      memory with an NF4 LLM in both models (needs bitsandbytes)
     train_stage2     bench_train: 5 steps of training/configs/stage2.yaml at real size (LoRA r128,
@@ -89,7 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true",
                    help="every part at tiny size on the CPU (what CI runs)")
     p.add_argument("--parts", default=",".join(PART_NAMES),
-                   help=f"comma-separated, in this order: {','.join(PART_NAMES)}")
+                   help=f"comma-separated, run in this order: {','.join(PART_NAMES)} "
+                        "(environment always runs)")
     p.add_argument("--reps", type=int, default=None,
                    help="measured repetitions of each latency part (default 20; --tiny 3)")
     p.add_argument("--warmup", type=int, default=None,
@@ -191,6 +193,8 @@ def _memory(args: argparse.Namespace, four_bit: bool) -> dict:
             "--answer-tokens", str(args.answer_tokens)]
     if four_bit:
         argv.append("--load-4bit")
+    if args.tiny:              # the part's process measures both (CPU peaks are then not isolated)
+        argv.append("--in-process")
     result = bench_memory.measure(argv)
     cuda = args.device.startswith("cuda")
     peak, now = ("peak_allocated_mb", "allocated_mb") if cuda else ("peak_rss_mb", "rss_mb")
@@ -243,7 +247,8 @@ def _environment(args: argparse.Namespace) -> dict:
     for name in PACKAGES:
         try:
             mod = importlib.import_module(name)
-            usable[name] = {"ok": True, "version": getattr(mod, "__version__", None)}
+            usable[name] = {"ok": True, "version": getattr(mod, "__version__", None),
+                            "from": str(Path(mod.__file__).parent) if mod.__file__ else None}
         except (ImportError, OSError, RuntimeError) as e:   # absent, or built for another stack
             usable[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     env = environment(torch.device("cuda" if cuda else "cpu"))
@@ -357,7 +362,8 @@ def run_check(args: argparse.Namespace, runner: Runner = run_in_process) -> dict
     """Every selected part in order; the report is rewritten after each."""
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / LOG_NAME).write_text("")
-    selected = [p for p in PARTS if p.name in _names(args.parts)]
+    # the environment part always runs: the others are skipped on what it finds
+    selected = [p for p in PARTS if p.name in _names(args.parts) or p.name == "environment"]
     report = {"check": "gpu_check", "size": args.size, "device": args.device,
               "settings": {k: getattr(args, k) for k in (
                   "dtype", "dtype_4bit", "answer_tokens", "reps", "warmup", "compile_reps",
