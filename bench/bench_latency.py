@@ -41,7 +41,7 @@ from bench.common import (
     make_tokenizer,
     summary,
     synchronizer,
-    write_json,
+    write_and_print,
 )
 from spatialgeo_core.optional import require
 from spatialgeo_core.pipeline import ATTENTION_CHOICES, FrameFeatures
@@ -258,9 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     args = parse_args(argv)
     result = run(args)
-    if args.out:
-        write_json(args.out, result)
-    print(table(result))
+    write_and_print(result, args.out, table(result))
     r = result["ratios_p50"]
     print(f"\nours follow-up / LLaVA first: {r['followup_vs_llava_first']:.2f}x; "
           f"ours first / ours follow-up: {r['ours_first_over_followup']:.1f}x")

@@ -46,7 +46,7 @@ from bench.common import (
     llava_config,
     make_tokenizer,
     model_config,
-    write_json,
+    write_and_print,
 )
 from spatialgeo_core.conversation import get_template
 from spatialgeo_core.model import SpatialGeoForCausalLM
@@ -327,14 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         dtype = str(setup.torch_dtype).replace("torch.", "")
         est = {"benchmark": "memory_estimate", "setup": {**setup.__dict__, "dtype": dtype},
                **estimate(setup)}
-        if args.out:
-            write_json(args.out, est)
-        print(estimate_table(est))
+        write_and_print(est, args.out, estimate_table(est))
         return 0
     result = measure(raw)
-    if args.out:
-        write_json(args.out, result)
-    print(table(result))
+    write_and_print(result, args.out, table(result))
     return 0
 
 

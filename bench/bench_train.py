@@ -40,7 +40,7 @@ from bench.common import (
     random_model,
     release_cached,
     summary,
-    write_json,
+    write_and_print,
 )
 from spatialgeo_core.config import SpatialGeoConfig
 
@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     result = run(args)
-    if args.out:
-        write_json(args.out, result)
-    print(table(result))
+    write_and_print(result, args.out, table(result))
     return 0
 
 

@@ -378,3 +378,10 @@ def write_json(path: str | Path, data: dict) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(data, indent=2) + "\n")
     return p
+
+
+def write_and_print(result: dict, out: str | Path | None, table: str) -> None:
+    """A benchmark's end: its results as JSON to `out` (when given), its table to stdout."""
+    if out:
+        write_json(out, result)
+    print(table)

@@ -49,6 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 JSON_NAME, MD_NAME, LOG_NAME = "gpu_check.json", "gpu_check.md", "gpu_check.log"
 MIN_PART_S = 20.0                 # a part is not started with less of the budget left
+COMPILE_WARMUP = 6                # warm-up repetitions with compiled decoding at real size
 PACKAGES = ("bitsandbytes", "flash_attn", "peft")
 HOW_TO_GET = {
     "bitsandbytes": "not on the lent GPUs: carry a wheel in .whl/ (bench/README.md, 'Packages "
@@ -149,10 +150,13 @@ def _latency_argv(args: argparse.Namespace, *extra: str, four_bit: bool = False,
     """bench_latency's options: 4 questions batched, except with compiled
     decoding (which decodes `answer`; a batch would only add LLaVA's recompilation for batch 4)."""
     reps = args.compile_reps if compiled else args.reps
+    # at real size the 6 questions' prompts need one or two static-cache capacities (a multiple of
+    # 256 tokens): asking each once in the warm-up keeps a recompilation out of the measured ones
+    warmup = max(args.warmup, COMPILE_WARMUP) if compiled and not args.tiny else args.warmup
     argv = ["--size", args.size, "--device", args.device,
             "--dtype", args.dtype_4bit if four_bit else args.dtype,
             "--answer-tokens", str(args.answer_tokens), "--reps", str(reps),
-            "--warmup", str(args.warmup), "--vision-reps", str(reps),
+            "--warmup", str(warmup), "--vision-reps", str(reps),
             "--batch", "0" if compiled else "4", *extra]
     if four_bit:
         argv.append("--load-4bit")
@@ -161,6 +165,12 @@ def _latency_argv(args: argparse.Namespace, *extra: str, four_bit: bool = False,
     if args.threads:
         argv += ["--threads", str(args.threads)]
     return argv
+
+
+def _entry(result: dict, numbers: dict[str, float], summary: str, table: str = "") -> dict:
+    """What a part that ran reports: its benchmark's whole result, the key numbers (flat, what
+    `problems` checks), a one-line summary and its markdown table."""
+    return {"result": result, "numbers": numbers, "summary": summary, "table": table}
 
 
 def _latency(argv: list[str]) -> dict:
@@ -182,8 +192,7 @@ def _latency(argv: list[str]) -> dict:
                f"ms ({r['followup']:.2f}x); decode "
                f"{numbers['ours_first_decode_tok_s_p50']:.0f} vs "
                f"{numbers['llava_first_decode_tok_s_p50']:.0f} tokens/s")
-    return {"result": result, "numbers": numbers, "summary": summary,
-            "table": bench_latency.table(result)}
+    return _entry(result, numbers, summary, bench_latency.table(result))
 
 
 def _memory(args: argparse.Namespace, four_bit: bool) -> dict:
@@ -210,8 +219,7 @@ def _memory(args: argparse.Namespace, four_bit: bool) -> dict:
     summary = (f"{what}: ours {o['one_camera'][peak]:.0f} MB with one camera, "
                f"{o['four_cameras'][peak]:.0f} MB with four cached; LLaVA "
                f"{lv['one_camera'][peak]:.0f} MB")
-    return {"result": result, "numbers": numbers, "summary": summary,
-            "table": bench_memory.table(result)}
+    return _entry(result, numbers, summary, bench_memory.table(result))
 
 
 def _train(args: argparse.Namespace) -> dict:
@@ -230,8 +238,7 @@ def _train(args: argparse.Namespace) -> dict:
     summary = (f"{len(steps)} steps of {result['setup']['batch_per_step']} samples: first "
                f"{numbers['first_step_s']:.2f} s, then p50 {later.get('p50', math.nan):.2f} s; "
                f"{what} {peak['mb']:.0f} MB")
-    return {"result": result, "numbers": numbers, "summary": summary,
-            "table": bench_train.table(result)}
+    return _entry(result, numbers, summary, bench_train.table(result))
 
 
 def _environment(args: argparse.Namespace) -> dict:
@@ -258,8 +265,7 @@ def _environment(args: argparse.Namespace) -> dict:
     summary = (f"{env.get('gpu') or env['cpu']}; torch {env['torch']}, transformers "
                f"{env['transformers']}; " + ", ".join(
                    f"{k} {'ok' if v['ok'] else 'missing'}" for k, v in usable.items()))
-    return {"result": {"environment": env, "usable": usable}, "numbers": numbers,
-            "summary": summary, "table": ""}
+    return _entry({"environment": env, "usable": usable}, numbers, summary)
 
 
 PART_FUNCTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
