@@ -41,9 +41,10 @@ from bench.common import (
     make_tokenizer,
     summary,
     synchronizer,
-    write_json,
+    write_and_print,
 )
-from spatialgeo_core.pipeline import FrameFeatures
+from spatialgeo_core.optional import require
+from spatialgeo_core.pipeline import ATTENTION_CHOICES, FrameFeatures
 from spatialgeo_core.processor import to_pil_rgb
 from spatialgeo_core.types import GenerationOptions
 
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "--static-cache")
     p.add_argument("--baseline-cache", choices=("dynamic", "static"), default="dynamic",
                    help="LLaVA: generate()'s cache_implementation (static compiles on a GPU)")
+    p.add_argument("--attn", choices=ATTENTION_CHOICES, default="sdpa",
+                   help="the LLMs' attention (both models; flash_attention_2 needs flash-attn)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -113,11 +116,13 @@ def run(args: argparse.Namespace) -> dict:
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     tokenizer = make_tokenizer()
     t0 = time.perf_counter()
-    pipe = build_ours(setup, tokenizer, static_cache=args.static_cache,
-                      compile_decode=args.compile_decode)
-    llava = LlavaBaseline(build_llava(setup, pipe.cfg), pipe.cfg, tokenizer,
-                          cache_implementation=None if args.baseline_cache == "dynamic"
-                          else args.baseline_cache)
+    if args.attn == "flash_attention_2":
+        require("flash_attn")
+    pipe = build_ours(setup, tokenizer, attn_implementation=args.attn,
+                      static_cache=args.static_cache, compile_decode=args.compile_decode)
+    cache = None if args.baseline_cache == "dynamic" else args.baseline_cache
+    llava = LlavaBaseline(build_llava(setup, pipe.cfg, attn_implementation=args.attn), pipe.cfg,
+                          tokenizer, cache_implementation=cache)
     log.info("built both models in %.1f s", time.perf_counter() - t0)
     sync = synchronizer(pipe.device)
     n = args.answer_tokens
@@ -202,7 +207,7 @@ def run(args: argparse.Namespace) -> dict:
                   "reps": args.reps, "warmup": args.warmup, "batch": args.batch,
                   "ours_static_cache": pipe.static_cache,
                   "ours_compile_decode": args.compile_decode,
-                  "llava_cache": args.baseline_cache,
+                  "llava_cache": args.baseline_cache, "attn": args.attn,
                   "visual_tokens": {"ours": pipe.cfg.num_visual_tokens,
                                     "llava": llava.cfg.num_visual_tokens},
                   "prompt_tokens_q0": {"ours": len(pipe.processor.tokenize(
@@ -253,9 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     args = parse_args(argv)
     result = run(args)
-    if args.out:
-        write_json(args.out, result)
-    print(table(result))
+    write_and_print(result, args.out, table(result))
     r = result["ratios_p50"]
     print(f"\nours follow-up / LLaVA first: {r['followup_vs_llava_first']:.2f}x; "
           f"ours first / ours follow-up: {r['ours_first_over_followup']:.1f}x")

@@ -46,7 +46,7 @@ from bench.common import (
     llava_config,
     make_tokenizer,
     model_config,
-    write_json,
+    write_and_print,
 )
 from spatialgeo_core.conversation import get_template
 from spatialgeo_core.model import SpatialGeoForCausalLM
@@ -297,6 +297,23 @@ def estimate_table(est: dict) -> str:
     return "\n".join(lines)
 
 
+def measure(argv: list[str]) -> dict:
+    """Measure each model (in its own process unless --in-process); the results as one dict."""
+    args = parse_args(argv)
+    setup = _setup(args)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    child_argv = [a for a in argv if a != "--in-process"]
+    if "--out" in child_argv:
+        i = child_argv.index("--out")
+        del child_argv[i:i + 2]
+    results = {m: run_child(m, setup) if args.in_process else _spawn(m, child_argv)
+               for m in models}
+    return {"benchmark": "memory",
+            "setup": {**setup.__dict__, "dtype": str(setup.torch_dtype).replace("torch.", ""),
+                      "isolated_processes": not args.in_process},
+            "environment": environment(setup.torch_device), "models": results}
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -310,24 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         dtype = str(setup.torch_dtype).replace("torch.", "")
         est = {"benchmark": "memory_estimate", "setup": {**setup.__dict__, "dtype": dtype},
                **estimate(setup)}
-        if args.out:
-            write_json(args.out, est)
-        print(estimate_table(est))
+        write_and_print(est, args.out, estimate_table(est))
         return 0
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    child_argv = [a for a in raw if a != "--in-process"]
-    if "--out" in child_argv:
-        i = child_argv.index("--out")
-        del child_argv[i:i + 2]
-    results = {m: run_child(m, setup) if args.in_process else _spawn(m, child_argv)
-               for m in models}
-    result = {"benchmark": "memory",
-              "setup": {**setup.__dict__, "dtype": str(setup.torch_dtype).replace("torch.", ""),
-                        "isolated_processes": not args.in_process},
-              "environment": environment(setup.torch_device), "models": results}
-    if args.out:
-        write_json(args.out, result)
-    print(table(result))
+    result = measure(raw)
+    write_and_print(result, args.out, table(result))
     return 0
 
 

@@ -39,7 +39,7 @@ from transformers.generation.streamers import BaseStreamer
 from spatialgeo_core.clip_tower import hf_clip_config
 from spatialgeo_core.config import SpatialGeoConfig, real_size, tiny
 from spatialgeo_core.conversation import get_template
-from spatialgeo_core.model import build_empty, hf_llama_config
+from spatialgeo_core.model import SpatialGeoForCausalLM, build_empty, hf_llama_config
 from spatialgeo_core.pipeline import SpatialGeoPipeline, default_dtype
 from spatialgeo_core.processor import Processor
 from spatialgeo_core.quantize import quantize_llm
@@ -137,18 +137,27 @@ def make_tokenizer(directory: str | Path | None = None) -> LlamaTokenizer:
     return LlamaTokenizer.from_dir(d)
 
 
-def build_ours(setup: Setup, tokenizer: LlamaTokenizer, attn_implementation: str = "sdpa",
-               static_cache: bool = False, compile_decode: bool = False) -> SpatialGeoPipeline:
-    """SpatialGeo at `setup.size` with random weights, served by the pipeline. With `load_4bit` it
-    is built on the CPU and its LLM quantised onto the device, as
-    `SpatialGeoPipeline.from_pretrained`."""
-    cfg = model_config(setup, tokenizer.vocab_size)
+def random_model(setup: Setup, vocab_size: int,
+                 attn_implementation: str = "sdpa") -> SpatialGeoForCausalLM:
+    """SpatialGeo at `setup.size` with random weights on `setup.device`. With `load_4bit` its LLM
+    is then quantised to NF4 where it is (random weights are drawn fast on a GPU, slowly on a CPU;
+    `SpatialGeoPipeline.from_pretrained` quantises from the CPU instead, so that a small GPU never
+    holds the fp16 LLM)."""
+    cfg = model_config(setup, vocab_size)
     dev, dtype = setup.torch_device, setup.torch_dtype
-    model = build_empty(cfg, dtype, "cpu" if setup.load_4bit else dev, attn_implementation)
+    model = build_empty(cfg, dtype, dev, attn_implementation)
     init_random_(model, setup.seed)
     if setup.load_4bit:
         quantize_llm(model.llm, 4, dtype, dev)
-        model.to(dev)
+        release_cached(dev)
+    return model
+
+
+def build_ours(setup: Setup, tokenizer: LlamaTokenizer, attn_implementation: str = "sdpa",
+               static_cache: bool = False, compile_decode: bool = False) -> SpatialGeoPipeline:
+    """SpatialGeo at `setup.size` with random weights (`random_model`), served by the
+    pipeline."""
+    model = random_model(setup, tokenizer.vocab_size, attn_implementation)
     # four cameras' image prefixes are kept, so the memory bench measures all four cached
     return SpatialGeoPipeline(model.eval(), tokenizer, static_cache=static_cache,
                               compile_decode=compile_decode, max_cached_prefixes=4)
@@ -157,20 +166,27 @@ def build_ours(setup: Setup, tokenizer: LlamaTokenizer, attn_implementation: str
 def build_llava(setup: Setup, cfg: SpatialGeoConfig,
                 attn_implementation: str = "sdpa") -> LlavaForConditionalGeneration:
     """transformers' LlavaForConditionalGeneration at the same size, allocated in `dtype` without
-    an fp32 copy (meta device, then the buffers that are not in the state dict are recomputed)."""
+    an fp32 copy (meta device, then the buffers that are not in the state dict are recomputed);
+    with `load_4bit` its LLM is quantised where it is, as in `random_model`."""
     dev, dtype = setup.torch_device, setup.torch_dtype
-    where = torch.device("cpu") if setup.load_4bit else dev
     with torch.device("meta"):
         model = LlavaForConditionalGeneration._from_config(
             llava_config(cfg), attn_implementation=attn_implementation)
     model.to(dtype)
-    model.to_empty(device=where)
-    _reset_llava_buffers(model, where)
+    model.to_empty(device=dev)
+    _reset_llava_buffers(model, dev)
     init_random_(model, setup.seed)
     if setup.load_4bit:
         quantize_llm(model.model.language_model, 4, dtype, dev)
-        model.to(dev)
+        release_cached(dev)
     return model.eval()
+
+
+def release_cached(device: torch.device) -> None:
+    """Give the caching allocator's free blocks back (the fp16 weights replaced by NF4 ones), so
+    that reserved memory measured next is not the build's."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _reset_llava_buffers(model: LlavaForConditionalGeneration, device: torch.device) -> None:
@@ -362,3 +378,10 @@ def write_json(path: str | Path, data: dict) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(data, indent=2) + "\n")
     return p
+
+
+def write_and_print(result: dict, out: str | Path | None, table: str) -> None:
+    """A benchmark's end: its results as JSON to `out` (when given), its table to stdout."""
+    if out:
+        write_json(out, result)
+    print(table)
