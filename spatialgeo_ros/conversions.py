@@ -79,7 +79,7 @@ def decode_compressed(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage -> uint8 [H, W, 3] RGB.
 
     Decoded by cv_bridge's compressed_imgmsg_to_cv2(msg, "passthrough") where cv_bridge is
-    installed, else by cv2.imdecode(data, IMREAD_UNCHANGED), which is what that call runs: the
+    installed, else by cv2.imdecode(data, IMREAD_ANYCOLOR), which is what that call runs: the
     two give the same pixels. Raises InvalidImageError, with a one-line message, for empty data,
     a compressed depth image or bytes that OpenCV cannot read as an image.
     """
@@ -101,7 +101,7 @@ def decode_compressed(msg) -> np.ndarray:
                 raise InvalidImageError(f"cv_bridge cannot decode the {what}: "
                                         f"{_one_line(exc)}") from exc
         else:
-            decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            decoded = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)         # as cv_bridge does
     except cv2.error as exc:
         raise InvalidImageError(f"OpenCV cannot decode the {what}: {_one_line(exc)}") from exc
     if decoded is None:
