@@ -69,12 +69,15 @@ def _launch_node(context):
     actions = [node]
     if parse_bool_arg("autostart", arg["autostart"]):
         actions += [
-            # configured (model loaded) -> activate; a later deactivate is left alone
+            # the first configure that succeeds (model loaded) -> activate, once: the handler
+            # is removed after it fires, so a later cleanup + configure by hand leaves the node
+            # inactive and the README's `ros2 lifecycle set ... activate` is the one that works
             RegisterEventHandler(OnStateTransition(
                 target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
                 entities=[EmitEvent(event=ChangeState(
                     lifecycle_node_matcher=matches_action(node),
-                    transition_id=Transition.TRANSITION_ACTIVATE))])),
+                    transition_id=Transition.TRANSITION_ACTIVATE))],
+                handle_once=True)),
             # start -> configure (waits for the node's lifecycle services)
             EmitEvent(event=ChangeState(
                 lifecycle_node_matcher=matches_action(node),

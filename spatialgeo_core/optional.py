@@ -21,6 +21,7 @@ _EXTRAS = {
     "matplotlib": ("eval", "evaluation plots"),
     "pycocotools": ("eval", "COCO RLE region masks"),
     "torch.utils.tensorboard": ("train", "TensorBoard logging"),
+    "cv2": ("eval", "decoding CompressedImage where cv_bridge is not installed"),
 }
 
 

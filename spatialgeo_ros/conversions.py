@@ -1,14 +1,18 @@
-"""Pure conversions between ROS 2 messages and plain data. No rclpy, no cv_bridge, no OpenCV.
+"""Pure conversions between ROS 2 messages and plain data. No rclpy.
 
 Every function takes any object with the fields of the ROS message (rclpy messages, rosbags'
 message classes, simple test objects), so all of it is tested without a ROS runtime.
 
-Images are decoded by spatialgeo_core.image_msgs (re-exported here), which the offline bag
-evaluation shares.
+Raw images are decoded by spatialgeo_core.image_msgs (re-exported here), which the offline bag
+evaluation shares. CompressedImage is decoded by `decode_compressed`, the one place that picks
+cv_bridge (where it is installed) or OpenCV; both are imported there, when a frame is decoded.
 """
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+
+import numpy as np
 
 from spatialgeo_core.errors import InvalidImageError, InvalidRegionError
 from spatialgeo_core.image_msgs import (  # noqa: F401  (re-exported for the node)
@@ -26,6 +30,7 @@ from spatialgeo_core.image_msgs import (  # noqa: F401  (re-exported for the nod
     image_to_rgb,
     stamp_to_ns,
 )
+from spatialgeo_core.optional import available, require
 from spatialgeo_core.types import Region
 from spatialgeo_ros.service_logic import QueryOutcome, QueryRequest
 
@@ -42,6 +47,66 @@ def set_duration(duration, seconds: float) -> None:
     """Write seconds (>= 0) into a builtin_interfaces/Duration."""
     ns = max(0, round(seconds * NS_PER_S))
     duration.sec, duration.nanosec = divmod(ns, NS_PER_S)
+
+
+# -------------------------------------------------------------------------------------------------
+# CompressedImage
+
+
+def check_compressed_decoding() -> str:
+    """The library that decodes CompressedImage here: "cv_bridge" where it is installed, else
+    "opencv". Raises MissingDependencyError naming the pip extra when neither is."""
+    if available("cv_bridge"):
+        return "cv_bridge"
+    require("cv2")
+    return "opencv"
+
+
+@lru_cache(maxsize=1)
+def _bridge():
+    from cv_bridge import CvBridge
+
+    return CvBridge()
+
+
+def _one_line(exc: BaseException) -> str:
+    """An OpenCV error's last line (its message; the lines before it name OpenCV's sources)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def decode_compressed(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage -> uint8 [H, W, 3] RGB.
+
+    Decoded by cv_bridge's compressed_imgmsg_to_cv2(msg, "passthrough") where cv_bridge is
+    installed, else by cv2.imdecode(data, IMREAD_ANYCOLOR), which is what that call runs: the
+    two give the same pixels. Raises InvalidImageError, with a one-line message, for empty data,
+    a compressed depth image or bytes that OpenCV cannot read as an image.
+    """
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)        # [N] encoded bytes
+    what = f"CompressedImage (format {msg.format!r}, {data.size} bytes)"
+    if data.size == 0:
+        raise InvalidImageError(f"{what} has no data")
+    if "compresseddepth" in msg.format.lower().replace(" ", ""):
+        raise InvalidImageError(f"{what} is a compressed depth image, not a colour image")
+    decoder = check_compressed_decoding()
+    cv2 = require("cv2")
+    try:
+        if decoder == "cv_bridge":
+            from cv_bridge import CvBridgeError
+
+            try:
+                decoded = _bridge().compressed_imgmsg_to_cv2(msg, "passthrough")
+            except CvBridgeError as exc:
+                raise InvalidImageError(f"cv_bridge cannot decode the {what}: "
+                                        f"{_one_line(exc)}") from exc
+        else:
+            decoded = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)         # as cv_bridge does
+    except cv2.error as exc:
+        raise InvalidImageError(f"OpenCV cannot decode the {what}: {_one_line(exc)}") from exc
+    if decoded is None:
+        raise InvalidImageError(f"{what} is not an image that OpenCV can decode")
+    return decoded_to_rgb(decoded)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -18,20 +18,26 @@ with cameras.transport=compressed) and `camera_info`; `answers` (SpatialAnswer) 
 
 Threads: camera callbacks run in their own callback group and only store the message (decoding
 happens later, on the inference worker, for the frames asked about). Queries run in a reentrant
-group on a multi-threaded executor and wait for the queue's single inference worker; the
-executor has query.max_pending + 4 threads (read at start), so admitted requests can never take
-the threads that camera callbacks, BUSY replies and diagnostics need.
+group on a multi-threaded executor and wait for the queue's single inference worker. The
+executor has a thread for every request query.max_pending can ever admit (its range's maximum)
+plus spares, created only when needed, so however max_pending is set, an admitted request never
+waits for a thread and never takes the threads that camera callbacks, BUSY replies and
+diagnostics need. Requests that arrive together wait in the services' request queues
+(query.request_queue_depth deep, read at start) until the executor takes them.
+
+Ctrl-C: the first SIGINT stops the executor (rclpy's handler) and main() releases the model; a
+second one (a terminal and `ros2 launch` each send one) is ignored, so nothing interrupts that.
 """
 from __future__ import annotations
 
 import gc
 import logging
+import signal
 import sys
 import time
 from functools import partial
 
 import rclpy
-from cv_bridge import CvBridge, CvBridgeError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -44,13 +50,19 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from spatialgeo_core.errors import InvalidImageError
 from spatialgeo_ros.action import SpatialQueryStream
 from spatialgeo_ros.conversions import (
-    decoded_to_rgb,
+    check_compressed_decoding,
+    decode_compressed,
     fill_result,
     image_to_rgb,
     request_from_msg,
@@ -78,6 +90,12 @@ from spatialgeo_ros.service_logic import (
 from spatialgeo_ros.srv import SpatialQuery
 
 NODE_NAME = "spatialgeo_node"
+logger = logging.getLogger(__name__)
+# Executor threads: one for every request query.max_pending may admit, plus spares for camera
+# callbacks, BUSY replies, the action's bookkeeping and diagnostics.
+_SPARE_THREADS = 8
+EXECUTOR_THREADS = int(next(p.max for p in PARAMS if p.name == "query.max_pending")) \
+    + _SPARE_THREADS
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
@@ -112,7 +130,6 @@ class SpatialGeoNode(LifecycleNode):
         self._param_errors: list[str] = []
         for spec in PARAMS:
             self._declare(spec)
-        self._bridge = CvBridge()
         self._params: NodeParams | None = None
         self._pipeline = None
         self._service: QueryService | None = None
@@ -122,25 +139,32 @@ class SpatialGeoNode(LifecycleNode):
         self._camera_subs = []
         self._answers_pub = None
         self._zero_stamp_warned: set[str] = set()
+        self._finalized = False
         self._camera_info: dict[str, CameraInfo] = {}   # latest per camera
 
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._query_group = ReentrantCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         # Served in every state, so a client never waits on a missing service: MODEL_NOT_READY
-        # until the node is active.
+        # until the node is active. The request queues are deep enough for a burst: the default
+        # services QoS keeps 10 requests, and the 11th of a burst was dropped unanswered.
+        requests = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=int(self.get_parameter("query.request_queue_depth").value),
+            reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
         self._query_srv = self.create_service(
-            SpatialQuery, "spatial_query", self._on_query, callback_group=self._query_group)
+            SpatialQuery, "spatial_query", self._on_query, qos_profile=requests,
+            callback_group=self._query_group)
         self._action_server = ActionServer(
             self, SpatialQueryStream, "spatial_query_stream",
             execute_callback=self._on_stream_goal, goal_callback=self._on_goal_request,
-            cancel_callback=self._on_cancel_request, callback_group=self._query_group)
+            cancel_callback=self._on_cancel_request, callback_group=self._query_group,
+            goal_service_qos_profile=requests, result_service_qos_profile=requests,
+            cancel_service_qos_profile=requests)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("output.diagnostics_period").value
         self._diag_timer = self.create_timer(
             float(period), self._publish_diagnostics, callback_group=self._diag_group)
-        pending = self.get_parameter("query.max_pending").value
-        self.executor_threads = max(8, int(pending) + 4)
 
     def _declare(self, spec: ParamSpec) -> None:
         default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
@@ -178,10 +202,13 @@ class SpatialGeoNode(LifecycleNode):
         self._model_state = ModelState.LOADED
         # Raw images: conversions.image_to_rgb, not cv_bridge's imgmsg_to_cv2, whose Python
         # passthrough misreads rows when `step` is not a multiple of the pixel size and calls
-        # ndarray.newbyteorder (gone in NumPy 2) on big-endian data. Compressed: cv_bridge.
-        decode = (self._decode_compressed if params.cameras.transport == "compressed"
-                  else image_to_rgb)
+        # ndarray.newbyteorder (gone in NumPy 2) on big-endian data. Compressed:
+        # conversions.decode_compressed (cv_bridge where installed, else OpenCV).
+        compressed = params.cameras.transport == "compressed"
+        decode = decode_compressed if compressed else image_to_rgb
         try:
+            if compressed:
+                check_compressed_decoding()      # MissingDependencyError naming the package
             self._service = QueryService(
                 pipeline, params.cameras.names, params.frames, params.query,
                 params.cameras.buffer_size, decode=decode)
@@ -209,6 +236,7 @@ class SpatialGeoNode(LifecycleNode):
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._finalized = True
         self.release_resources()
         return super().on_shutdown(state)
 
@@ -242,6 +270,8 @@ class SpatialGeoNode(LifecycleNode):
     def release_resources(self, ros_entities: bool = True) -> None:
         """Unsubscribe (unless the context is already gone: ros_entities False), stop the
         worker, drop frames and features, release the model."""
+        # without a context the node's logger would try rosout and say it cannot
+        log = self.get_logger() if ros_entities else logger
         if ros_entities:
             for sub in self._camera_subs:
                 self.destroy_subscription(sub)
@@ -251,13 +281,13 @@ class SpatialGeoNode(LifecycleNode):
         self._answers_pub = None
         service, self._service = self._service, None
         if service is not None and not service.close(timeout=10.0):
-            self.get_logger().warning("the inference worker did not stop within 10 s")
+            log.warning("the inference worker did not stop within 10 s")
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             pipeline.release()
             del pipeline
             gc.collect()
-            self.get_logger().info("model released")
+            log.info("model released")
         self._model_state = ModelState.UNLOADED
 
     # ---- camera callbacks: store and return ----------------------------------------------------
@@ -277,16 +307,14 @@ class SpatialGeoNode(LifecycleNode):
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         self._camera_info[camera] = msg
 
-    def _decode_compressed(self, msg):
-        try:
-            return decoded_to_rgb(self._bridge.compressed_imgmsg_to_cv2(msg, "passthrough"))
-        except CvBridgeError as exc:
-            raise InvalidImageError(f"cv_bridge cannot decode {msg.format!r}: {exc}") from exc
-
     # ---- queries -----------------------------------------------------------------------------
     def _answer(self, msg, on_partial=None, is_cancelled=None) -> QueryOutcome:
         """validate -> convert -> core -> convert -> status; never raises."""
         service = self._service
+        if service is None and self._finalized:
+            return QueryOutcome(Status.MODEL_NOT_READY,
+                                "the node is finalized (lifecycle shutdown): it serves no more "
+                                "queries; start it again")
         if service is None:
             detail = {ModelState.FAILED: f"the model failed to load: {self._model_detail}",
                       ModelState.LOADING: "the model is loading"}.get(
@@ -370,11 +398,18 @@ class SpatialGeoNode(LifecycleNode):
         self._diag_pub.publish(array)
 
 
+def _ignore_sigint(signum, frame) -> None:
+    """Python's part of SIGINT: nothing. rclpy's handler, which init() chains in front of this
+    one, stops the executor; raising KeyboardInterrupt as well (Python's default) would land a
+    second Ctrl-C in the middle of releasing the model, with a traceback and exit code -2."""
+
+
 def main(args: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    signal.signal(signal.SIGINT, _ignore_sigint)    # before init: rclpy chains to it
     rclpy.init(args=args)
     node = SpatialGeoNode()
-    executor = MultiThreadedExecutor(num_threads=node.executor_threads)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
     try:
         executor.spin()

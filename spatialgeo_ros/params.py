@@ -92,6 +92,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("query.max_pending", 4,
               "Requests admitted at once (running + waiting); more are answered BUSY.",
               min=1, max=64),
+    ParamSpec("query.request_queue_depth", 256,
+              "History depth of the request queues of spatial_query and of the action's goal, "
+              "cancel and result services: requests that arrive together wait there until the "
+              "executor takes them (a full queue drops requests unanswered). At least "
+              "query.max_pending; read at start.", min=1, max=10000),
     ParamSpec("query.timeout", 30.0,
               "Default seconds within which a request ends (for request limits.timeout_s 0).",
               min=0.1, max=3600.0),
@@ -164,6 +169,7 @@ class FrameParams:
 @dataclass(frozen=True)
 class QueryParams:
     max_pending: int
+    request_queue_depth: int  # DDS history of the request queues; read at start
     timeout: float            # s
     max_timeout: float        # s
     max_question_chars: int
@@ -172,6 +178,10 @@ class QueryParams:
     max_new_tokens_limit: int
 
     def __post_init__(self):
+        if self.request_queue_depth < self.max_pending:
+            raise ValueError(
+                f"query.request_queue_depth ({self.request_queue_depth}) must be at least "
+                f"query.max_pending ({self.max_pending})")
         if self.timeout > self.max_timeout:
             raise ValueError(
                 f"query.timeout ({self.timeout}) must not exceed query.max_timeout "
@@ -245,7 +255,8 @@ def params_from_values(values: Mapping[str, Any]) -> NodeParams:
             stamp_tolerance=v["frames.stamp_tolerance"], max_age=v["frames.max_age"],
             max_encoded=v["frames.max_encoded"]),
         query=QueryParams(
-            max_pending=v["query.max_pending"], timeout=v["query.timeout"],
+            max_pending=v["query.max_pending"],
+            request_queue_depth=v["query.request_queue_depth"], timeout=v["query.timeout"],
             max_timeout=v["query.max_timeout"], max_question_chars=v["query.max_question_chars"],
             max_regions=v["query.max_regions"], max_new_tokens=v["query.max_new_tokens"],
             max_new_tokens_limit=v["query.max_new_tokens_limit"]),

@@ -535,7 +535,9 @@ class QueryService:
 
         if ticket.error is not None:
             out = outcome_for_exception(ticket.error)
-            if out.status == Status.INFERENCE_ERROR:
+            if isinstance(ticket.error, InvalidImageError):   # the frame, not our code: one line
+                logger.warning("camera %s: %s", valid.camera, out.message)
+            elif out.status == Status.INFERENCE_ERROR:
                 logger.error("inference failed: %s", out.message, exc_info=ticket.error)
         elif ticket.result is None:            # skipped: expired, cancelled or shut down first
             reason = ticket.cancel_reason or "timeout"

@@ -16,6 +16,7 @@ from spatialgeo_ros.conversions import (
     ENCODINGS,
     array_to_rgb,
     compressed_to_rgb,
+    decode_compressed,
     decoded_to_rgb,
     depth_to_meters,
     fill_result,
@@ -194,17 +195,39 @@ def test_compressed_matches_rosbags_image(fmt, bag_messages, rosbags_image):
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])
-def test_node_compressed_path_opencv_decode(fmt, bag_messages, rosbags_image):
-    """What the node does with cv_bridge.compressed_imgmsg_to_cv2(msg, 'passthrough')
-    (cv2.imdecode with IMREAD_ANYCOLOR: BGR), then decoded_to_rgb."""
-    import cv2
+def test_node_compressed_decode_matches_rosbags_image(fmt, bag_messages, rosbags_image):
+    """The node's decode_compressed (OpenCV where cv_bridge is absent) gives rosbags-image's
+    pixels, which are OpenCV's too."""
+    msg = bag_messages[f"/compressed/{fmt}"]
+    np.testing.assert_array_equal(decode_compressed(msg), rosbags_image.message_to_cvimage(
+        msg, "rgb8"))
+    if fmt == "png":
+        np.testing.assert_array_equal(decode_compressed(msg), bag_messages["rgb"])
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_cv_bridge_and_opencv_decode_the_same_pixels(fmt, bag_messages, monkeypatch):
+    pytest.importorskip("cv_bridge", reason="cv_bridge is not on PyPI: needs a ROS 2 install")
+    from spatialgeo_ros import conversions
 
     msg = bag_messages[f"/compressed/{fmt}"]
-    bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_ANYCOLOR)
-    np.testing.assert_array_equal(decoded_to_rgb(bgr), rosbags_image.message_to_cvimage(
-        msg, "rgb8"))
-    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    assert decoded_to_rgb(gray).shape == (24, 32, 3)
+    assert conversions.check_compressed_decoding() == "cv_bridge"
+    with_bridge = decode_compressed(msg)
+    monkeypatch.setattr(conversions, "available", lambda name: False)   # as without cv_bridge
+    assert conversions.check_compressed_decoding() == "opencv"
+    np.testing.assert_array_equal(with_bridge, decode_compressed(msg))
+
+
+@pytest.mark.parametrize("data, fmt, match", [
+    (b"", "jpeg", "has no data"),
+    (bytes(range(256)) * 4, "jpeg", "not an image that OpenCV can decode"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "png", "OpenCV|not an image"),
+    (b"x", "16UC1; compressedDepth png", "compressed depth"),
+])
+def test_bad_compressed_images_are_one_line_invalid_image_errors(data, fmt, match):
+    with pytest.raises(InvalidImageError, match=match) as err:
+        decode_compressed(SimpleNamespace(format=fmt, data=data))
+    assert "\n" not in str(err.value) and fmt in str(err.value)
 
 
 def test_compressed_grey_and_16_bit_png():

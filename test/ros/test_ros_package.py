@@ -21,6 +21,7 @@ IMPORT_KEYS = {
     "launch_ros": "launch_ros", "ament_index_python": "ament_index_python",
     "numpy": "python3-numpy", "PIL": "python3-pil", "yaml": "python3-yaml",
     "torch": "python3-torch", "rosbag2_interfaces": "rosbag2_interfaces",
+    "cv2": "python3-opencv",
 }
 # setup.py install_requires -> package.xml key; None: no rosdep key, installed with pip (the
 # README says so and package.xml names them in a comment)
@@ -123,10 +124,13 @@ def test_cmake_installs_the_package_the_working_way(repo):
     assert re.search(r"^project\(spatialgeo_ros\)", cmake, re.M)
     assert "rosidl_generate_interfaces(${PROJECT_NAME}" in cmake
     assert "ament_python_install_package(spatialgeo_core)" in cmake
-    # our modules go into the generated Python package; our __init__.py must not replace its
-    assert re.search(r'install\(DIRECTORY spatialgeo_ros/\s+DESTINATION "\$\{_python_install_dir'
+    # our modules go into the generated Python package file by file (install(FILES) links them
+    # under --symlink-install; install(DIRECTORY) with FILES_MATCHING copies them); our
+    # __init__.py must not replace the generated one
+    assert re.search(r'install\(FILES \$\{_node_modules\}\s+DESTINATION "\$\{_python_install_dir'
                      r'\}/\$\{PROJECT_NAME\}"', cmake)
-    assert 'PATTERN "__init__.py" EXCLUDE' in cmake
+    assert re.search(r'list\(FILTER _node_modules EXCLUDE REGEX "/__init__', cmake)
+    assert not re.search(r"^\s*FILES_MATCHING", cmake, re.M)
     assert "ament_python_install_package(${PROJECT_NAME}" not in cmake   # rosidl_python#141
     assert "install(PROGRAMS scripts/spatialgeo_node" in cmake
     assert "DESTINATION lib/${PROJECT_NAME}" in cmake
@@ -141,8 +145,30 @@ def test_executable_script(repo):
     assert "from spatialgeo_ros.node import main" in script.read_text()
 
 
-def test_our_init_stays_empty(repo):
-    assert (repo / "spatialgeo_ros" / "__init__.py").read_text().strip() == ""
+def test_our_init_only_joins_the_installed_package(repo):
+    """Our __init__.py is never installed (the generated one stays); in the source folder it only
+    extends the package path, so that a source folder first on sys.path does not hide the
+    generated interfaces (`python -m pytest` from the repository root in a sourced workspace)."""
+    tree = ast.parse((repo / "spatialgeo_ros" / "__init__.py").read_text())
+    assert [ast.unparse(node) for node in tree.body] == [
+        "from pkgutil import extend_path", "__path__ = extend_path(__path__, __name__)"]
+
+
+def test_source_folder_first_on_sys_path_keeps_the_installed_package(repo, tmp_path):
+    """A stand-in for the installed package (a generated `msg` module) later on sys.path than
+    the repository root stays importable through the source package."""
+    installed = tmp_path / "spatialgeo_ros"
+    (installed / "msg").mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    (installed / "msg" / "__init__.py").write_text("GENERATED = True\n")
+    code = ("import sys\n"
+            f"sys.path[:0] = [{str(repo)!r}, {str(tmp_path)!r}]\n"
+            "import spatialgeo_ros, spatialgeo_ros.msg, spatialgeo_ros.params\n"
+            f"assert spatialgeo_ros.__file__.startswith({str(repo)!r})\n"
+            "assert spatialgeo_ros.msg.GENERATED\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
 
 
 def _launch_arguments(repo):
@@ -163,6 +189,8 @@ def test_launch_file_declares_the_described_arguments(repo):
     assert "DeclareLaunchArgument(name, default_value=default, description=description)" in text
     assert '"spatialgeo_params.yaml"' in text and "LifecycleNode(" in text
     assert "TRANSITION_CONFIGURE" in text and "TRANSITION_ACTIVATE" in text
+    # the activate handler fires once: a later cleanup + configure by hand stays inactive
+    assert text.count("OnStateTransition(") == 1 and "handle_once=True" in text
 
 
 def test_the_node_declares_every_parameter_from_the_table(repo):
@@ -186,8 +214,12 @@ def test_plain_modules_import_without_ros():
 
 def test_node_is_the_only_module_that_imports_rclpy(repo):
     for path in ros_side_files(repo):
-        # live_eval.py: the eval-live client (rclpy imported inside run_live only)
+        # live_eval.py: the eval-live client (rclpy imported inside run_live only);
+        # conversions.py: cv_bridge imported inside decode_compressed only, where installed
         if path.name in ("node.py", "live_eval.py", "bringup.launch.py", "spatialgeo_node"):
+            continue
+        if path.name == "conversions.py":
+            assert imported_top_level(path) & ROS_MODULES == {"cv_bridge"}
             continue
         assert not imported_top_level(path) & ROS_MODULES, path.name
     assert not imported_top_level(repo / "spatialgeo_core" / "frames.py") & ROS_MODULES

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import threading
 import time
@@ -203,13 +204,17 @@ def test_inference_errors(fake_pipeline_cls, service_factory):
     assert service.handle(QueryRequest(question="q"), NOW).status == Status.INVALID_REQUEST
 
 
-def test_undecodable_frame_is_an_inference_error(fake_pipeline_cls, service_factory):
+def test_undecodable_frame_is_an_inference_error(fake_pipeline_cls, service_factory, caplog):
     def decode(payload):
         raise InvalidImageError("unsupported image encoding 'bayer_rggb8'")
 
-    out = service_factory(fake_pipeline_cls(), decode=decode).handle(
-        QueryRequest(question="q"), NOW)
+    with caplog.at_level(logging.WARNING, logger="spatialgeo_ros.service_logic"):
+        out = service_factory(fake_pipeline_cls(), decode=decode).handle(
+            QueryRequest(question="q"), NOW)
     assert out.status == Status.INFERENCE_ERROR and "bayer_rggb8" in out.message
+    # the camera's fault, not ours: one line in the log, no traceback
+    (record,) = [r for r in caplog.records if "bayer_rggb8" in r.getMessage()]
+    assert record.exc_info is None and "\n" not in record.getMessage()
 
 
 def test_busy_when_the_queue_is_full(fake_pipeline_cls, service_factory):
