@@ -230,7 +230,8 @@ def open_image(source: str | Path | BinaryIO, what: str | None = None) -> np.nda
     except Image.DecompressionBombError as exc:
         raise InvalidImageError(f"{what} is too large: {exc}") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidImageError(f"cannot read {what}: {type(exc).__name__}: {exc}") from exc
+        verb = "read" if isinstance(source, str | Path) else "decode"
+        raise InvalidImageError(f"cannot {verb} {what}: {type(exc).__name__}: {exc}") from exc
 
 
 def depth_to_meters(msg) -> np.ndarray:

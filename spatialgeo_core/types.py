@@ -89,7 +89,7 @@ class GenerationOptions:
             raise InvalidRequestError(f"min_new_tokens must be in [0, max_new_tokens = "
                                       f"{self.max_new_tokens}], got {self.min_new_tokens}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise InvalidRequestError(f"temperature must be a finite number >= 0, got "
+            raise InvalidRequestError(f"temperature must be >= 0 and finite, got "
                                       f"{self.temperature}")
         if not 0 < self.top_p <= 1:
             raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}")
