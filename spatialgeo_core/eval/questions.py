@@ -224,7 +224,8 @@ def read_questions(path: str | Path) -> tuple[list[QuestionRecord], list[LineErr
     records: list[QuestionRecord] = []
     errors: list[LineError] = []
     seen: dict[str, int] = {}                   # id -> first line that used it
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # lines end at \n only: str.splitlines would also cut at U+2028 or U+0085 inside a string
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         qid = None
