@@ -70,15 +70,13 @@ def _typed(tp: Any, v: Any) -> tuple[bool, Any]:
     return isinstance(v, tp), v
 
 
+_TYPE_NAMES = {float: "a finite number", int: "an integer", bool: "true or false",
+               str: "a string"}
+
+
 def _type_name(tp: Any) -> str:
-    if tp is float:
-        return "a finite number"
-    if tp is int:
-        return "an integer"
-    if tp is bool:
-        return "true or false"
-    if tp is str:
-        return "a string"
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
     if isinstance(tp, type):
         return f"a {tp.__name__}"
     return str(tp).replace("typing.", "")
