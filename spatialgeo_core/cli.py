@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from spatialgeo_core.errors import InterruptedRun, SpatialGeoError
+from spatialgeo_core.errors import InterruptedRun, InvalidRequestError, SpatialGeoError
 from spatialgeo_core.optional import available
 
 # modules with `add_parsers(subparsers)`: `spatialgeo train`, `spatialgeo eval-bag`, ...
@@ -94,8 +94,6 @@ def _save_logits(ans, path: str) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    from spatialgeo_core.errors import InvalidRequestError
-
     logits = torch.stack(ans.step_logits) if ans.step_logits else torch.zeros(0)
     try:
         save_file({"logits": logits.contiguous(),
@@ -116,7 +114,11 @@ def _chat(pipe, frame, regions, opts) -> int:
             return 0
         if not q:
             return 0
-        ans = pipe.answer(frame, q, regions=regions, options=opts, history=history)
+        try:
+            ans = pipe.answer(frame, q, regions=regions, options=opts, history=history)
+        except InvalidRequestError as e:            # one bad question does not end the chat
+            print(f"error: {e}", file=sys.stderr)
+            continue
         print(f"ASSISTANT: {ans.text}")
         history.append((q, ans.text))
 
