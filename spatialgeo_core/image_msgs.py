@@ -217,7 +217,7 @@ def open_image(source: str | Path | BinaryIO, what: str | None = None) -> np.nda
     what = what or f"image {source}"
     try:
         with warnings.catch_warnings():
-            # the limit below is lower than Pillow's warning threshold; its warning says nothing
+            # the limit checked below takes the place of Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as img:
                 check_image_pixels(img.width, img.height, what)
