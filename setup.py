@@ -16,7 +16,7 @@ extras = {
 }
 extras["test"] = sorted(
     {*extras["quant"], *extras["train"], *extras["eval"], "pytest>=7", "catkin_pkg>=1.0",
-     "ruff>=0.5"}
+     "ruff>=0.5", "hypothesis>=6"}
 )
 
 setup(

@@ -1,7 +1,8 @@
 """`spatialgeo` command line: ask, convert, demo (and the training / evaluation commands).
 
-Errors of the library (bad image, bad checkpoint, bad region) end the command with exit code 2 and
-one line on stderr, never a traceback.
+Errors of the library (bad image, bad checkpoint, bad region) and of the file system end the
+command with exit code 2 and one line on stderr, never a traceback; Ctrl-C ends it with exit code
+130 and a line saying what was kept.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import logging
 import sys
 
-from spatialgeo_core.errors import SpatialGeoError
+from spatialgeo_core.errors import InterruptedRun, InvalidRequestError, SpatialGeoError
 from spatialgeo_core.optional import available
 
 # modules with `add_parsers(subparsers)`: `spatialgeo train`, `spatialgeo eval-bag`, ...
@@ -57,31 +58,18 @@ def load_pipeline(args):
 
 
 def cmd_ask(args) -> int:
-    from PIL import Image, UnidentifiedImageError
-
-    from spatialgeo_core.errors import InvalidImageError
+    from spatialgeo_core.image_msgs import open_image
     from spatialgeo_core.types import GenerationOptions
 
-    try:
-        image = Image.open(args.image)
-        image.load()
-    except (OSError, UnidentifiedImageError) as e:
-        raise InvalidImageError(f"cannot read image {args.image}: {e}") from e
-    pipe = load_pipeline(args)
+    image = open_image(args.image)                               # [H, W, 3] uint8
     opts = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                              top_p=args.top_p, seed=args.seed)
+    pipe = load_pipeline(args)
     frame = pipe.encode(image, args.region)
     if args.question is None:
         return _chat(pipe, frame, args.region, opts)
     ans = pipe.answer(frame, args.question, regions=args.region, options=opts,
                       keep_logits=args.save_logits is not None)
-    if args.save_logits:
-        import torch
-        from safetensors.torch import save_file
-        logits = torch.stack(ans.step_logits) if ans.step_logits else torch.zeros(0)
-        save_file({"logits": logits.contiguous(),
-                   "output_ids": torch.tensor(ans.output_ids, dtype=torch.long)},
-                  args.save_logits)
     if args.json:
         s, e = ans.image_span
         print(json.dumps({
@@ -93,10 +81,26 @@ def cmd_ask(args) -> int:
             "num_tokens": ans.num_tokens, "stopped": ans.stopped,
             "timings_ms": {k: round(v, 3) for k, v in ans.timings_ms.items()},
             "load_ms": round(pipe.load_ms, 3), "encode_ms": round(frame.encode_ms, 3),
-        }))
+        }), flush=True)
     else:
-        print(ans.text)
+        print(ans.text, flush=True)
+    if args.save_logits:                          # after the answer: a failed write loses nothing
+        _save_logits(ans, args.save_logits)
     return 0
+
+
+def _save_logits(ans, path: str) -> None:
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    logits = torch.stack(ans.step_logits) if ans.step_logits else torch.zeros(0)
+    try:
+        save_file({"logits": logits.contiguous(),
+                   "output_ids": torch.tensor(ans.output_ids, dtype=torch.long)}, path)
+    except (OSError, SafetensorError) as e:
+        raise InvalidRequestError(f"--save-logits {path}: cannot write the logits ({e}); the "
+                                  "answer was printed above") from e
 
 
 def _chat(pipe, frame, regions, opts) -> int:
@@ -110,7 +114,11 @@ def _chat(pipe, frame, regions, opts) -> int:
             return 0
         if not q:
             return 0
-        ans = pipe.answer(frame, q, regions=regions, options=opts, history=history)
+        try:
+            ans = pipe.answer(frame, q, regions=regions, options=opts, history=history)
+        except InvalidRequestError as e:            # one bad question does not end the chat
+            print(f"error: {e}", file=sys.stderr)
+            continue
         print(f"ASSISTANT: {ans.text}")
         history.append((q, ans.text))
 
@@ -193,11 +201,20 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (SpatialGeoError, FileNotFoundError) as e:
-        print(f"spatialgeo {args.cmd}: error: {e}", file=sys.stderr)
+    except InterruptedRun as e:
+        print(f"spatialgeo {args.cmd}: interrupted: {e}", file=sys.stderr)
+        return 130
+    except (SpatialGeoError, OSError) as e:
+        print(f"spatialgeo {args.cmd}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(f"spatialgeo {args.cmd}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    """An error's message on one line (a library's message may hold newlines)."""
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

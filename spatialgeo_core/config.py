@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,63 @@ def check_field(cond: bool, field_name: str, msg: str) -> None:
         raise ConfigError(f"{field_name}: {msg}")
 
 
+def check_types(cfg: Any, section: str) -> None:
+    """ConfigError naming the field unless every field of the config dataclass `cfg` holds a value
+    of its declared type (run first in `__post_init__`, so the checks after it compare numbers).
+    An int is taken where a float is declared, a list where a tuple is; floats must be finite."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        name = f"{section}.{f.name}" if section else f.name
+        ok, value = _typed(hints[f.name], getattr(cfg, f.name))
+        check_field(ok, name, f"expected {_type_name(hints[f.name])}, got "
+                              f"{getattr(cfg, f.name)!r}")
+        setattr(cfg, f.name, value)
+
+
+def _typed(tp: Any, v: Any) -> tuple[bool, Any]:
+    """(whether v is of type tp, v as that type)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if v is None:
+            return type(None) in args, v
+        return _typed(next(a for a in args if a is not type(None)), v)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(v, tp), v
+    if origin in (list, tuple):
+        if not isinstance(v, list | tuple):
+            return False, v
+        kinds = args[:1] * len(v) if origin is list or args[-1:] == (Ellipsis,) else args
+        if len(kinds) != len(v):
+            return False, v
+        items = [_typed(k, x) for k, x in zip(kinds, v, strict=True)]
+        return all(ok for ok, _ in items), origin(x for _, x in items)
+    if tp is float:
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        return ok, float(v) if ok else v
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool), v
+    return isinstance(v, tp), v
+
+
+_TYPE_NAMES = {float: "a finite number", int: "an integer", bool: "true or false",
+               str: "a string"}
+
+
+def _type_name(tp: Any) -> str:
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
+    if isinstance(tp, type):
+        return f"a {tp.__name__}"
+    return str(tp).replace("typing.", "")
+
+
+def check_positive(cfg: Any, section: str, names: tuple[str, ...]) -> None:
+    """ConfigError naming the first of the fields `names` that is not > 0."""
+    for n in names:
+        value = getattr(cfg, n)
+        check_field(value > 0, f"{section}.{n}", f"must be positive, got {value!r}")
+
+
 @dataclass
 class ClipTowerConfig:
     """CLIP ViT vision tower (transformers CLIPVisionModel). Real size: ViT-L/14 at 336 px."""
@@ -45,6 +105,10 @@ class ClipTowerConfig:
                                        # -2 = output of layer N-1
 
     def __post_init__(self):
+        check_types(self, "clip")
+        check_positive(self, "clip", ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                      "num_attention_heads", "image_size", "patch_size",
+                                      "layer_norm_eps"))
         check_field(self.image_size % self.patch_size == 0, "clip.image_size",
                f"{self.image_size} is not a multiple of patch_size {self.patch_size}")
         check_field(self.hidden_size % self.num_attention_heads == 0, "clip.hidden_size",
@@ -81,6 +145,9 @@ class GeometryTowerConfig:
                                        # "imagenet": re-normalised with ImageNet statistics
 
     def __post_init__(self):
+        check_types(self, "geometry")
+        check_positive(self, "geometry", ("embed_dim", "depth", "num_heads", "mlp_ratio",
+                                          "patch_size", "pos_embed_grid", "layer_norm_eps"))
         check_field(self.embed_dim % self.num_heads == 0, "geometry.embed_dim",
                "must be divisible by num_heads")
         check_field(len(self.layers) > 0, "geometry.layers", "needs at least one block")
@@ -89,7 +156,6 @@ class GeometryTowerConfig:
                f"{self.layers} must be block indices in [0, {self.depth})")
         check_field(self.input_norm in ("clip", "imagenet"), "geometry.input_norm",
                f"{self.input_norm!r} is not 'clip' or 'imagenet'")
-        self.layers = [int(i) for i in self.layers]
 
 
 @dataclass
@@ -115,6 +181,11 @@ class LLMConfig:
     pad_token_id: int = 0
 
     def __post_init__(self):
+        check_types(self, "llm")
+        check_positive(self, "llm", ("vocab_size", "hidden_size", "intermediate_size",
+                                     "num_hidden_layers", "num_attention_heads",
+                                     "num_key_value_heads", "max_position_embeddings",
+                                     "rms_norm_eps", "rope_theta"))
         check_field(self.hidden_size % self.num_attention_heads == 0, "llm.hidden_size",
                "must be divisible by num_attention_heads")
         check_field(self.num_attention_heads % self.num_key_value_heads == 0,
@@ -145,6 +216,10 @@ class SpatialGeoConfig:
                                            # (training truncation)
 
     def __post_init__(self):
+        check_types(self, "")
+        check_positive(self, "", ("max_length",))
+        check_field(self.image_token_id >= 0, "image_token_id", "must be >= 0")
+        check_field(all(v > 0 for v in self.image_std), "image_std", "must be positive")
         check_field(self.projector_type == "mlp2x_gelu", "projector_type",
                f"only 'mlp2x_gelu' is implemented, got {self.projector_type!r}")
         check_field(self.token_layout in ("interleave", "concat"), "token_layout",
@@ -152,10 +227,6 @@ class SpatialGeoConfig:
         check_field(0.0 <= self.feature_drop_prob < 1.0, "feature_drop_prob", "must be in [0, 1)")
         check_field(self.image_aspect_ratio in ("pad", "square"), "image_aspect_ratio",
                f"{self.image_aspect_ratio!r} is not 'pad' or 'square'")
-        check_field(len(self.image_mean) == 3 and len(self.image_std) == 3, "image_mean/image_std",
-               "need 3 values each")
-        self.image_mean = tuple(float(v) for v in self.image_mean)
-        self.image_std = tuple(float(v) for v in self.image_std)
         if self.geometry is not None:
             check_field(self.geometry.patch_size == self.clip.patch_size, "geometry.patch_size",
                    "must equal clip.patch_size so both towers see the same patch grid")
@@ -181,11 +252,15 @@ class SpatialGeoConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpatialGeoConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a JSON object, got {type(d).__name__}")
         d = dict(d)
         fmt = d.pop("format", FORMAT_NAME)
         version = d.pop("format_version", FORMAT_VERSION)
         if fmt != FORMAT_NAME:
             raise ConfigError(f"format: expected {FORMAT_NAME!r}, got {fmt!r}")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ConfigError(f"format_version: expected a positive integer, got {version!r}")
         if version > FORMAT_VERSION:
             raise ConfigError(f"format_version: {version} is newer than this library's "
                               f"{FORMAT_VERSION}; upgrade spatialgeo")
@@ -194,13 +269,15 @@ class SpatialGeoConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ConfigError(f"unknown config field(s): {sorted(unknown)}")
+            raise ConfigError(f"unknown config field(s): {sorted(map(str, unknown))}")
         for k, v in d.items():
             if k in sub and v is not None:
+                if not isinstance(v, dict):
+                    raise ConfigError(f"{k}: expected an object, got {v!r}")
                 sub_known = {f.name for f in dataclasses.fields(sub[k])}
                 bad = set(v) - sub_known
                 if bad:
-                    raise ConfigError(f"{k}: unknown field(s) {sorted(bad)}")
+                    raise ConfigError(f"{k}: unknown field(s) {sorted(map(str, bad))}")
                 v = sub[k](**v)
             kwargs[k] = v
         return cls(**kwargs)
@@ -217,9 +294,12 @@ class SpatialGeoConfig:
             d = json.loads(path.read_text())
         except FileNotFoundError as e:
             raise ConfigError(f"no config.json in {directory}") from e
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid JSON: {e}") from e
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
 
 
 def real_size(geometry: bool = True) -> SpatialGeoConfig:

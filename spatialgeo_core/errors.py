@@ -52,3 +52,8 @@ class MissingDependencyError(SpatialGeoError, ImportError):
     """An optional dependency was asked for but is not installed; the message names the pip
     extra.
     """
+
+
+class InterruptedRun(SpatialGeoError):
+    """A long command was interrupted (Ctrl-C); the message says what it kept and how to continue.
+    The CLI ends with exit code 130, as for any Ctrl-C."""

@@ -10,15 +10,23 @@ and the encoding, and returns a contiguous array in native byte order. `array_to
 array into the model's input, uint8 [H, W, 3] RGB, with the colour rules of cv_bridge /
 rosbags-image (16-bit channels are scaled by 255/65535 and truncated; alpha is dropped; grey is
 replicated; YUV 4:2:2 uses OpenCV's fixed-point BT.601 conversion).
+
+`open_image` decodes an image file (a path, or the bytes of a CompressedImage) by the same rules,
+so a 16-bit PNG gives the same pixels whether it comes as a file (`spatialgeo ask`, the benchmarks,
+training data) or in a message. Every decoder checks spatialgeo_core.limits first.
 """
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from spatialgeo_core.errors import InvalidImageError
+from spatialgeo_core.errors import InvalidImageError, SpatialGeoError
+from spatialgeo_core.limits import check_image_pixels
 
 NS_PER_S = 1_000_000_000
 
@@ -78,6 +86,7 @@ def image_to_array(msg) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise InvalidImageError(f"empty image ({width}x{height})")
+    check_image_pixels(width, height, f"{msg.encoding} image")
     dtype = np.dtype(info.dtype)
     row_bytes = width * info.channels * dtype.itemsize
     if step < row_bytes:
@@ -168,21 +177,61 @@ def decoded_to_rgb(arr: np.ndarray) -> np.ndarray:
 
 def compressed_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG, PNG or anything PIL reads) -> uint8 [H, W, 3] RGB."""
-    from PIL import Image, UnidentifiedImageError
-
     if "compresseddepth" in msg.format.lower().replace(" ", ""):
         raise InvalidImageError(
             f"format {msg.format!r} is a compressed depth image, not a colour image")
+    return open_image(io.BytesIO(_byte_view(msg.data).tobytes()),
+                      f"compressed image (format {msg.format!r})")
+
+
+_GREY16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def pil_to_rgb(img) -> np.ndarray:
+    """A decoded PIL image -> uint8 [H, W, 3] RGB by the rules of `array_to_rgb`: 16-bit grey (a
+    16-bit PNG, mode I;16 or I) is scaled by 255/65535 as mono16, alpha is dropped. A 32-bit
+    image holding values outside 0 .. 65535, and a float image (mode F), have no such rule and
+    are refused rather than clipped."""
+    if img.mode in _GREY16_MODES or img.mode == "I":
+        arr = np.asarray(img)                                        # [H, W] uint16 or int32
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise InvalidImageError(
+                f"a 32-bit integer image with values {arr.min()} .. {arr.max()} has no colour "
+                "scale (16-bit grey is 0 .. 65535); convert it to 8 or 16 bits")
+        return array_to_rgb(arr.astype(np.uint16), "mono16")
+    if img.mode == "F":
+        raise InvalidImageError("a floating-point image (mode F) has no colour scale; convert it "
+                                "to 8 or 16 bits")
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))  # [H, W, 3]
+
+
+def open_image(source: str | Path | BinaryIO, what: str | None = None) -> np.ndarray:
+    """An encoded image (a path or a binary file object) -> uint8 [H, W, 3] RGB.
+
+    The pixel limit is checked from the header, before anything is decoded. Raises
+    InvalidImageError naming `what` (default: the path) for a missing, unreadable, corrupt or
+    too large image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    what = what or f"image {source}"
     try:
-        with Image.open(io.BytesIO(_byte_view(msg.data).tobytes())) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.uint16)   # [H, W]
-                return array_to_rgb(arr, "mono16")
-            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidImageError(
-            f"cannot decode compressed image (format {msg.format!r}): {exc}") from exc
+        with warnings.catch_warnings():
+            # the limit checked below takes the place of Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                check_image_pixels(img.width, img.height, what)
+                img.load()
+                return pil_to_rgb(img)
+    except SpatialGeoError:
+        raise
+    except FileNotFoundError:
+        raise InvalidImageError(f"{what} does not exist") from None
+    except Image.DecompressionBombError as exc:
+        raise InvalidImageError(f"{what} is too large: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        verb = "read" if isinstance(source, str | Path) else "decode"
+        raise InvalidImageError(f"cannot {verb} {what}: {type(exc).__name__}: {exc}") from exc
 
 
 def depth_to_meters(msg) -> np.ndarray:

@@ -38,7 +38,12 @@ from spatialgeo_core.processor import Processor, to_pil_rgb
 from spatialgeo_core.quantize import quantize_llm
 from spatialgeo_core.regions import draw_regions
 from spatialgeo_core.tokenizer import LlamaTokenizer
-from spatialgeo_core.types import Answer, GenerationOptions, Region
+from spatialgeo_core.types import (
+    Answer,
+    GenerationOptions,
+    Region,
+    check_region_references,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +138,7 @@ class SpatialGeoPipeline:
             require("flash_attn")
         if load_4bit and load_8bit:
             raise ValueError("choose one of load_4bit and load_8bit")
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise CheckpointError("device 'cuda' was asked for but CUDA is not available")
+        dev = resolve_device(device)
         if isinstance(dtype, str):
             dtype = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
                      "fp16": torch.float16, "bfloat16": torch.bfloat16,
@@ -223,7 +226,7 @@ class SpatialGeoPipeline:
                history: list[tuple[str, str]] = (), keep_logits: bool = False) -> Answer:
         t0 = time.perf_counter()
         options = options or GenerationOptions()
-        _check_question(question)
+        _check_question(question, regions)
         frame, key, visual, encode_ms = self._frame_visual(frame, regions)
         ids = self.processor.tokenize(self.template.prompt(question.strip(), list(history)))
         start, end = self.processor.image_span(ids)
@@ -283,7 +286,7 @@ class SpatialGeoPipeline:
         if not questions:
             raise InvalidRequestError("no questions")
         for q in questions:
-            _check_question(q)
+            _check_question(q, regions)
         frame, key, visual, encode_ms = self._frame_visual(frame, regions)
         prompts = [self.processor.tokenize(self.template.prompt(q.strip())) for q in questions]
         start, end = self.processor.image_span(prompts[0])
@@ -389,12 +392,32 @@ class SpatialGeoPipeline:
                 torch.cuda.empty_cache()
 
 
-def _check_question(question: str) -> None:
+def _check_question(question: str, regions: list[Region] | None) -> None:
     if not isinstance(question, str) or not question.strip():
         raise InvalidRequestError("the question is empty")
     if len(question) > MAX_QUESTION_CHARS:
         raise InvalidRequestError(f"the question has {len(question)} characters; "
                                   f"at most {MAX_QUESTION_CHARS}")
+    check_region_references(question, len(regions or ()))
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"cpu", "cuda" or "cuda:N" -> torch.device, after checking that it exists here
+    (InvalidRequestError otherwise)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise InvalidRequestError(f"device {device!r} is not cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidRequestError(f"device {device!r} was asked for but CUDA is not "
+                                      "available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidRequestError(f"device {device!r}: this machine has "
+                                      f"{torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def cache_tensors(cache, length: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:

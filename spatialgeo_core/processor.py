@@ -23,16 +23,22 @@ from PIL import Image
 from spatialgeo_core.config import SpatialGeoConfig
 from spatialgeo_core.conversation import IMAGE_TOKEN, ChatTemplate
 from spatialgeo_core.errors import InvalidImageError
+from spatialgeo_core.image_msgs import pil_to_rgb
 from spatialgeo_core.model import IGNORE_INDEX
 from spatialgeo_core.tokenizer import LlamaTokenizer
 
 
 def to_pil_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    """PIL or [H, W, 3|4] / [H, W] uint8 array -> RGB PIL image. Raises InvalidImageError."""
+    """PIL or [H, W, 3|4] / [H, W] uint8 array -> RGB PIL image. Raises InvalidImageError.
+
+    A PIL image of another mode is converted by `image_msgs.pil_to_rgb`, the rule of every entry
+    point (16-bit grey scaled by 255/65535 as a mono16 message, not clipped)."""
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
             raise InvalidImageError(f"empty image {image.size}")
-        return image.convert("RGB")
+        if image.mode == "RGB":
+            return image.copy()
+        return Image.fromarray(pil_to_rgb(image), mode="RGB")
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise InvalidImageError(f"image arrays must be uint8, got {arr.dtype}")

@@ -1,6 +1,8 @@
 """Plain data types shared by the pipeline, the CLIs, the evaluation and the ROS layer."""
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +15,8 @@ class Region:
     """One region of an image, referred to in questions as "Region [i]" (i = its index in the
     list).
 
-    box: (x1, y1, x2, y2) in pixels of the original image, x2 > x1, y2 > y1.
+    box: (x1, y1, x2, y2) in pixels of the original image, at least one pixel wide and high
+    (x2 - x1 >= 1, y2 - y1 >= 1: a box's outline is drawn from x1 to x2 - 1).
     mask: [H, W] bool array of the original image's size. At least one of the two is given; when
     both are, the mask is drawn and the box only labels it.
     """
@@ -31,6 +34,9 @@ class Region:
             x1, y1, x2, y2 = self.box
             if not (x2 > x1 and y2 > y1):
                 raise InvalidRegionError(f"box {self.box} is empty (need x2 > x1 and y2 > y1)")
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                raise InvalidRegionError(f"box {self.box} is narrower than one pixel (need "
+                                         "x2 - x1 >= 1 and y2 - y1 >= 1)")
             if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
                 raise InvalidRegionError(
                     f"box {self.box} lies outside the {width}x{height} image")
@@ -52,6 +58,19 @@ class Region:
         return (box_key, mask_key)
 
 
+_REGION_REF = re.compile(r"Region\s*\[\s*(\d+)\s*\]", re.IGNORECASE)
+
+
+def check_region_references(question: str, num_regions: int) -> None:
+    """InvalidRequestError when the question names a "Region [i]" beyond the regions given (it
+    would be answered about a mark that is not drawn)."""
+    missing = sorted({int(i) for i in _REGION_REF.findall(question)} - set(range(num_regions)))
+    if missing:
+        raise InvalidRequestError(
+            f"the question refers to Region [{missing[0]}] but {num_regions} region(s) were "
+            f"given (Region [i] is the i-th region, from 0)")
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """Decoding options. Greedy (temperature 0) by default, so answers are reproducible."""
@@ -69,8 +88,9 @@ class GenerationOptions:
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise InvalidRequestError(f"min_new_tokens must be in [0, max_new_tokens = "
                                       f"{self.max_new_tokens}], got {self.min_new_tokens}")
-        if self.temperature < 0:
-            raise InvalidRequestError(f"temperature must be >= 0, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise InvalidRequestError(f"temperature must be >= 0 and finite, got "
+                                      f"{self.temperature}")
         if not 0 < self.top_p <= 1:
             raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}")
 

@@ -25,6 +25,7 @@ from spatialgeo_core.checkpoint.keymap import strip_prefix
 from spatialgeo_core.checkpoint.llava import (
     llava_config,
     merge_lora,
+    read_llava_json,
     read_llava_weights,
     read_lora,
     read_non_lora_trainables,
@@ -34,12 +35,13 @@ from spatialgeo_core.checkpoint.towers import (
     CLIP_PREFIX,
     GEO_PREFIX,
     clip_config_from_dir,
+    clip_config_named_by,
     geometry_config_from_tensors,
     read_clip_dir,
     read_moge_v1,
     read_vit_model,
 )
-from spatialgeo_core.config import ClipTowerConfig, SpatialGeoConfig
+from spatialgeo_core.config import SpatialGeoConfig
 from spatialgeo_core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ def assemble(llava_dir: str | Path, release_dir: str | Path | None = None,
     missing keys were. Without it, geometry without an adapter is an error."""
     if vit_path and moge_path:
         raise CheckpointError("give the geometry weights once: vit_path or moge_path, not both")
+    read_llava_json(llava_dir)                    # a config we cannot use fails before the weights
     tensors = read_llava_weights(llava_dir)
     if release_dir is not None:
         lora, scale = read_lora(release_dir)
@@ -80,7 +83,7 @@ def assemble(llava_dir: str | Path, release_dir: str | Path | None = None,
         if not any(k.startswith(CLIP_PREFIX) for k in tensors):
             raise CheckpointError(f"{llava_dir} holds no CLIP tensors: give the local "
                                   "clip-vit-large-patch14-336 directory (--clip)")
-        clip_cfg = ClipTowerConfig()   # what `mm_vision_tower` names; shapes are checked strictly
+        clip_cfg = clip_config_named_by(llava_dir)    # shapes are checked strictly later
 
     geo_plain = {strip_prefix(k, GEO_PREFIX): v for k, v in tensors.items()
                  if k.startswith(GEO_PREFIX)}

@@ -83,10 +83,14 @@ def read_directory(directory: str | Path) -> dict[str, torch.Tensor]:
 
 
 def read_json(path: str | Path) -> dict:
+    """A JSON file that holds one object; CheckpointError naming the file otherwise."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError as e:
         raise CheckpointError(f"missing {path}") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data

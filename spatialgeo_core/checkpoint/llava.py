@@ -6,6 +6,7 @@ from substrings of directory names. All tensors come back under our module names
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -20,7 +21,7 @@ from spatialgeo_core.config import (
     LLMConfig,
     SpatialGeoConfig,
 )
-from spatialgeo_core.errors import CheckpointError, KeyMismatchError
+from spatialgeo_core.errors import CheckpointError, ConfigError, KeyMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,8 @@ log = logging.getLogger(__name__)
 LLAVA_MODEL_TYPES = ("llava", "llava_llama")
 
 
-def llava_config(directory: str | Path, clip: ClipTowerConfig,
-                 geometry: GeometryTowerConfig | None) -> SpatialGeoConfig:
-    """Our config from a LLaVA / SpatialGeo `config.json` plus the tower configs."""
+def read_llava_json(directory: str | Path) -> dict:
+    """A LLaVA / SpatialGeo `config.json`, after checking it describes a model we can load."""
     raw = read_json(Path(directory) / "config.json")
     mt = raw.get("model_type")
     if mt not in LLAVA_MODEL_TYPES:
@@ -43,26 +43,40 @@ def llava_config(directory: str | Path, clip: ClipTowerConfig,
                               "SpatialGeo")
     if raw.get("mm_vision_select_feature", "patch") != "patch":
         raise CheckpointError("only mm_vision_select_feature 'patch' (CLS dropped) is supported")
+    if raw.get("rope_scaling"):
+        raise CheckpointError(f"rope_scaling {raw['rope_scaling']} is not supported")
+    return raw
+
+
+def llava_config(directory: str | Path, clip: ClipTowerConfig,
+                 geometry: GeometryTowerConfig | None) -> SpatialGeoConfig:
+    """Our config from a LLaVA / SpatialGeo `config.json` plus the tower configs."""
+    raw = read_llava_json(directory)
     if "mm_hidden_size" in raw and raw["mm_hidden_size"] != clip.hidden_size:
         raise CheckpointError(f"mm_hidden_size {raw['mm_hidden_size']} != CLIP width "
                               f"{clip.hidden_size}")
-    clip.select_layer = int(raw.get("mm_vision_select_layer", clip.select_layer))
-    heads = raw["num_attention_heads"]
-    llm = LLMConfig(
-        vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"],
-        intermediate_size=raw["intermediate_size"], num_hidden_layers=raw["num_hidden_layers"],
-        num_attention_heads=heads, num_key_value_heads=raw.get("num_key_value_heads") or heads,
-        max_position_embeddings=raw.get("max_position_embeddings", 4096),
-        rms_norm_eps=raw.get("rms_norm_eps", 1e-6), rope_theta=raw.get("rope_theta", 10000.0),
-        hidden_act=raw.get("hidden_act", "silu"),
-        tie_word_embeddings=raw.get("tie_word_embeddings", False),
-        bos_token_id=raw.get("bos_token_id", 1), eos_token_id=raw.get("eos_token_id", 2),
-        pad_token_id=raw.get("pad_token_id") or 0)
-    if raw.get("rope_scaling"):
-        raise CheckpointError(f"rope_scaling {raw['rope_scaling']} is not supported")
-    return SpatialGeoConfig(clip=clip, geometry=geometry, llm=llm,
-                            image_token_id=llm.vocab_size, image_aspect_ratio="pad",
-                            max_length=raw.get("tokenizer_model_max_length", 2048))
+    try:
+        clip = dataclasses.replace(
+            clip, select_layer=raw.get("mm_vision_select_layer", clip.select_layer))
+        heads = raw["num_attention_heads"]
+        llm = LLMConfig(
+            vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"],
+            intermediate_size=raw["intermediate_size"],
+            num_hidden_layers=raw["num_hidden_layers"], num_attention_heads=heads,
+            num_key_value_heads=raw.get("num_key_value_heads") or heads,
+            max_position_embeddings=raw.get("max_position_embeddings", 4096),
+            rms_norm_eps=raw.get("rms_norm_eps", 1e-6), rope_theta=raw.get("rope_theta", 10000.0),
+            hidden_act=raw.get("hidden_act", "silu"),
+            tie_word_embeddings=raw.get("tie_word_embeddings", False),
+            bos_token_id=raw.get("bos_token_id", 1), eos_token_id=raw.get("eos_token_id", 2),
+            pad_token_id=raw.get("pad_token_id") or 0)
+        return SpatialGeoConfig(clip=clip, geometry=geometry, llm=llm,
+                                image_token_id=llm.vocab_size, image_aspect_ratio="pad",
+                                max_length=raw.get("tokenizer_model_max_length", 2048))
+    except KeyError as e:
+        raise CheckpointError(f"{directory}/config.json has no {e.args[0]!r}") from None
+    except ConfigError as e:
+        raise CheckpointError(f"{directory}/config.json: {e}") from e
 
 
 def _from_llava_keys(sd: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:

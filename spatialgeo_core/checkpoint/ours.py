@@ -31,9 +31,10 @@ def is_ours(directory: str | Path) -> bool:
     if not f.is_file():
         return False
     try:
-        return json.loads(f.read_text()).get("format") == FORMAT_NAME
-    except json.JSONDecodeError:
+        raw = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+    return isinstance(raw, dict) and raw.get("format") == FORMAT_NAME
 
 
 def check_keys(model: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:

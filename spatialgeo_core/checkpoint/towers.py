@@ -48,41 +48,95 @@ def geometry_config_from_tensors(sd: dict[str, torch.Tensor], layers: list[int] 
         input_norm=input_norm)
 
 
+def _moge_version(sd: dict) -> int | None:
+    """1 or 2 for a MoGe state dict (its DINOv2 under `backbone.*` / `encoder.backbone.*`), None
+    for anything else (a plain DINOv2 state dict has no prefix)."""
+    if any(isinstance(k, str) and k.startswith("encoder.backbone.") for k in sd):
+        return 2
+    if any(isinstance(k, str) and k.startswith("backbone.") for k in sd):
+        return 1
+    return None
+
+
+def _refuse_moge_v2(path: str | Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is a MoGe v2 checkpoint (keys 'encoder.backbone.*'). SpatialGeo was trained on "
+        "the MoGe v1 backbone (Ruicheng/moge-vitl): v2 uses blocks [5, 11, 17, 23] and different "
+        "weights, so it cannot stand in for it; give MoGe v1's model.pt (--moge) or "
+        "vit_model.pt (--vit).")
+
+
 def read_vit_model(path: str | Path) -> dict[str, torch.Tensor]:
     """`vit_model.pt` (SpatialGeo release): a plain DINOv2 state dict, no prefix -> our names."""
     sd = read_state_dict(path)
-    prefixed = [k for k in sd if k.startswith(("backbone.", "encoder.backbone."))]
-    if prefixed:
+    version = _moge_version(sd)
+    if version == 2:
+        raise _refuse_moge_v2(path)
+    if version == 1:
         raise CheckpointError(
-            f"{path} has prefixed keys such as {prefixed[0]!r}: this is a full MoGe checkpoint, "
-            "not vit_model.pt; pass it as --moge instead")
+            f"{path} holds a MoGe v1 model (keys 'backbone.*'), not the plain DINOv2 of "
+            "vit_model.pt: pass it as --moge instead")
     return {GEO_PREFIX + k: v for k, v in sd.items()}
 
 
+# MoGe v1's `model_config`: `encoder` names its DINOv2 (`dinov2_vitl14`), `intermediate_layers`
+# the blocks its head reads (an int n: the last n)
+MOGE_V1_LAYERS = 4
+
+
 def read_moge_v1(path: str | Path) -> dict[str, torch.Tensor]:
-    """MoGe v1 `model.pt` ({model_config, model}) -> its DINOv2 backbone under our names.
+    """MoGe v1 `model.pt` ({model_config, model}, or its bare state dict) -> its DINOv2 backbone
+    under our names.
 
     MoGe v2 checkpoints are refused: their encoder takes blocks [5, 11, 17, 23] and has other
     weights, so they would silently give a different model than the released SpatialGeo
-    (reference §5.3).
+    (reference §5.3). So is a v1-style checkpoint whose `model_config` declares another encoder
+    kind or other layers than MoGe v1's last 4 blocks (intermediate_layers 4).
     """
     ckpt = read_file(path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
+    if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} is not a MoGe checkpoint (expected a dict with 'model')")
-    sd = ckpt["model"]
-    if any(k.startswith("encoder.backbone.") for k in sd):
+    wrapped = "model" in ckpt and isinstance(ckpt["model"], dict)
+    sd = ckpt["model"] if wrapped else ckpt
+    version = _moge_version(sd)
+    if version == 2:
+        raise _refuse_moge_v2(path)
+    if version is None:
         raise CheckpointError(
-            f"{path} is a MoGe v2 checkpoint (keys 'encoder.backbone.*'). SpatialGeo was trained "
-            "on the MoGe v1 backbone (Ruicheng/moge-vitl): v2 uses blocks [5, 11, 17, 23] and "
-            "different weights, so it cannot stand in for it.")
+            f"{path} has no 'backbone.*' tensors: not a MoGe v1 checkpoint (a plain DINOv2 "
+            "state dict is vit_model.pt: pass it as --vit)")
     backbone = {strip_prefix(k, "backbone."): v
                 for k, v in sd.items() if k.startswith("backbone.")}
-    if not backbone:
-        raise CheckpointError(f"{path} has no 'backbone.*' tensors: not a MoGe v1 checkpoint")
+    if not all(isinstance(v, torch.Tensor) for v in backbone.values()):
+        raise CheckpointError(f"{path}: 'backbone.*' entries that are not tensors")
+    if wrapped:
+        _check_moge_v1_config(path, ckpt.get("model_config"), backbone)
     others = sorted({k.split(".")[0] for k in sd if not k.startswith("backbone.")})
     log.info("MoGe v1 %s: took %d backbone tensors, left the %s parts",
              path, len(backbone), others)
     return {GEO_PREFIX + k: v for k, v in backbone.items()}
+
+
+def _check_moge_v1_config(path: str | Path, conf, backbone: dict) -> None:
+    """CheckpointError unless `model_config` (when there is one) is MoGe v1's: a DINOv2 encoder
+    name and intermediate_layers 4, or the same last four block indices as a list."""
+    if conf is None:
+        return
+    if not isinstance(conf, dict):
+        raise CheckpointError(f"{path}: model_config is a {type(conf).__name__}, not a dict")
+    encoder = conf.get("encoder", "dinov2_vitb14")
+    if not (isinstance(encoder, str) and encoder.startswith("dinov2_")):
+        raise CheckpointError(
+            f"{path}: model_config declares encoder {encoder!r}, not a MoGe v1 DINOv2 name "
+            "(such as 'dinov2_vitl14'); SpatialGeo was trained on the MoGe v1 backbone")
+    layers = conf.get("intermediate_layers", MOGE_V1_LAYERS)
+    depth = sum(1 for k in backbone if _BLOCK.match(k))
+    last = list(range(depth - MOGE_V1_LAYERS, depth))
+    if layers != MOGE_V1_LAYERS and layers != last:
+        raise CheckpointError(
+            f"{path}: model_config declares intermediate_layers {layers!r}; SpatialGeo was "
+            f"trained on MoGe v1's last {MOGE_V1_LAYERS} blocks (intermediate_layers "
+            f"{MOGE_V1_LAYERS}, here blocks {last}), so this checkpoint cannot stand in for it")
 
 
 _CLIP_MODEL_EXTRAS = ("text_model.", "visual_projection.", "text_projection.", "logit_scale")
@@ -92,12 +146,35 @@ _CLIP_BUFFERS = ("vision_model.embeddings.position_ids",)
 def clip_config_from_dir(directory: str | Path, select_layer: int = -2) -> ClipTowerConfig:
     """ClipTowerConfig from a local CLIP directory's config.json (CLIPModel or CLIPVisionModel)."""
     raw = read_json(Path(directory) / "config.json")
-    vc = CLIPVisionConfig(**raw.get("vision_config", raw))
-    return ClipTowerConfig(
-        hidden_size=vc.hidden_size, intermediate_size=vc.intermediate_size,
-        num_hidden_layers=vc.num_hidden_layers, num_attention_heads=vc.num_attention_heads,
-        image_size=vc.image_size, patch_size=vc.patch_size, hidden_act=vc.hidden_act,
-        layer_norm_eps=vc.layer_norm_eps, select_layer=select_layer)
+    try:
+        vc = CLIPVisionConfig(**raw.get("vision_config", raw))
+        return ClipTowerConfig(
+            hidden_size=vc.hidden_size, intermediate_size=vc.intermediate_size,
+            num_hidden_layers=vc.num_hidden_layers, num_attention_heads=vc.num_attention_heads,
+            image_size=vc.image_size, patch_size=vc.patch_size, hidden_act=vc.hidden_act,
+            layer_norm_eps=vc.layer_norm_eps, select_layer=select_layer)
+    except (TypeError, ValueError) as e:          # ConfigError is a ValueError
+        raise CheckpointError(f"{directory}/config.json is not a CLIP config: {e}") from e
+
+
+PUBLISHED_CLIP = "openai/clip-vit-large-patch14-336"
+
+
+def clip_config_named_by(llava_dir: str | Path) -> ClipTowerConfig:
+    """The CLIP config of a merged model without `--clip`, found as upstream LLaVA finds its
+    tower: `mm_vision_tower` (or `vision_tower`) of its config.json. A local directory gives its
+    own config.json; the published ViT-L/14-336 name gives the built-in real-size config; any
+    other name is a CheckpointError asking for --clip (nothing is downloaded)."""
+    path = Path(llava_dir) / "config.json"
+    raw = read_json(path)
+    name = raw.get("mm_vision_tower") or raw.get("vision_tower")
+    if isinstance(name, str) and name and Path(name).is_dir():
+        return clip_config_from_dir(name)
+    if name == PUBLISHED_CLIP:
+        return ClipTowerConfig()
+    where = (f"names the CLIP tower {name!r}, which is not a local directory"
+             if name else "names no CLIP tower (mm_vision_tower)")
+    raise CheckpointError(f"{path} {where}: give the CLIP tower's local directory with --clip")
 
 
 def read_clip_dir(directory: str | Path) -> dict[str, torch.Tensor]:

@@ -123,6 +123,16 @@ class Bag:
             self._reader.close()
             self._reader = None
 
+    def identity(self) -> dict:
+        """What the bag's index says: its time span, message count and every topic with its type
+        and count (how `--resume` knows it is the same bag)."""
+        reader = self._open_reader()
+        topics: dict[str, list] = {}
+        for c in reader.connections:
+            topics.setdefault(c.topic, [c.msgtype, 0])[1] += c.msgcount
+        return {"start_ns": int(reader.start_time), "end_ns": int(reader.end_time),
+                "messages": int(reader.message_count), "topics": dict(sorted(topics.items()))}
+
     def image_topics(self) -> list[ImageTopic]:
         """The Image and CompressedImage topics, by name."""
         counts: dict[str, int] = {}
@@ -250,7 +260,8 @@ def match_frames(bag: Bag, questions: Iterable[QuestionRecord], policy: Selectio
     """Each question with its frame (or its error), in the order the bag reaches them.
 
     Questions whose topic cannot be resolved come first; then one pass over the bag. A corrupt
-    bag raises BagError from the iteration, after the matches already given.
+    bag raises BagError from the iteration, after the matches already given and one for every
+    question left (`_unreached`).
     """
     image_topics = bag.require_image_topics()
     states: dict[str, _TopicState] = {}
@@ -271,6 +282,27 @@ def match_frames(bag: Bag, questions: Iterable[QuestionRecord], policy: Selectio
     if not states:
         return
 
+    try:
+        yield from _play(bag, states, policy)
+    except BagError as exc:
+        # the bag broke part-way: what it gave still answers the questions whose frame it had
+        # passed; the others are error records, so every question of the file has its record
+        yield from _unreached(states, policy, exc)
+        raise
+    for topic, state in states.items():
+        while state.by_stamp:
+            yield _select(topic, state, state.by_stamp.popleft(), policy)
+        for index, qs in sorted(state.by_index.items()):
+            for q in qs:
+                yield FrameMatch(q, topic, error=NoFrameError(
+                    f"frame_index {index} asked, but topic {topic} has {state.count} messages "
+                    f"(indices 0 .. {state.count - 1})"))
+
+
+def _play(bag: Bag, states: dict[str, _TopicState],
+          policy: SelectionPolicy) -> Iterator[FrameMatch]:
+    """One pass over the bag: each message into its topic's buffer, and the questions it decides
+    (its index; stamps it has passed by more than the tolerance) with their frames."""
     for message in bag.messages(states):
         state = states[message.topic]
         frame = state.buffer.add(message.stamp_ns, message, message.frame_id)
@@ -287,11 +319,20 @@ def match_frames(bag: Bag, questions: Iterable[QuestionRecord], policy: Selectio
         if not any(s.by_stamp or s.by_index for s in states.values()):
             return                          # every question has its frame: skip the rest
 
+
+def _unreached(states: dict[str, _TopicState], policy: SelectionPolicy,
+               exc: BagError) -> Iterator[FrameMatch]:
+    """After a corrupt part: a question whose stamp the bag had reached gets the frame selected
+    from what was read (a later frame, stamped after it, could not be nearer); every other
+    question an error record saying the bag ended before its frame."""
     for topic, state in states.items():
         while state.by_stamp:
-            yield _select(topic, state, state.by_stamp.popleft(), policy)
-        for index, qs in sorted(state.by_index.items()):
+            q = state.by_stamp.popleft()
+            if state.last_ns is not None and q.stamp_ns <= state.last_ns:
+                yield _select(topic, state, q, policy)
+            else:
+                yield FrameMatch(q, topic, error=BagError(f"not reached: {exc}"))
+        for qs in state.by_index.values():
             for q in qs:
-                yield FrameMatch(q, topic, error=NoFrameError(
-                    f"frame_index {index} asked, but topic {topic} has {state.count} messages "
-                    f"(indices 0 .. {state.count - 1})"))
+                yield FrameMatch(q, topic, error=BagError(f"not reached: {exc}"))
+        state.by_index.clear()

@@ -34,6 +34,7 @@ from spatialgeo_core.eval.answer_parsing import (
     parse_distance_m,
     parse_predicate,
 )
+from spatialgeo_core.limits import check_mask_pixels
 from spatialgeo_core.types import Region
 
 logger = logging.getLogger(__name__)
@@ -81,34 +82,67 @@ class BenchItem:
 # ------------------------------------------------------------------------------------------
 # RLE
 
-def decode_rle(rle: dict, height: int, width: int) -> np.ndarray:
-    """COCO RLE (compressed string or list counts) -> [H, W] bool mask; ValueError if unusable."""
+def check_rle(rle: dict, height: int, width: int) -> None:
+    """ValueError unless `rle` is a usable COCO RLE of a non-empty height x width mask, found
+    without decoding the mask: the size is checked against the pixel limit
+    (spatialgeo_core.limits; InvalidRegionError) and the run lengths are read from the counts."""
     if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
         raise ValueError("an RLE is a dict with 'size' and 'counts'")
     size = rle["size"]
     if not isinstance(size, (list, tuple)) or len(size) != 2 or list(size) != [height, width]:
         raise ValueError(f"RLE size {size} does not match the image ({height}, {width})")
+    check_mask_pixels(height, width, "RLE mask")
     counts = rle["counts"]
-    try:
-        if isinstance(counts, list):
-            valid = all(isinstance(c, int) and c >= 0 for c in counts)
-            if not valid or sum(counts) != height * width:
-                raise ValueError(f"uncompressed RLE counts do not sum to {height}x{width}")
-            coded = mask_utils.frPyObjects({"size": [height, width], "counts": counts},
-                                           height, width)
-        elif isinstance(counts, (str, bytes)):
-            raw = counts.encode("ascii") if isinstance(counts, str) else counts
-            coded = {"size": [height, width], "counts": raw}
-        else:
-            raise ValueError(f"RLE counts of type {type(counts).__name__}")
-        mask = mask_utils.decode(coded)
-    except (TypeError, UnicodeEncodeError, OverflowError) as exc:
-        raise ValueError(f"RLE cannot be decoded: {exc}") from exc
-    mask = np.asarray(mask, dtype=bool)
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise ValueError("uncompressed RLE counts must be integers >= 0")
+        runs = counts
+    elif isinstance(counts, (str, bytes)):
+        runs = _compressed_runs(counts.decode("latin-1") if isinstance(counts, bytes) else counts)
+    else:
+        raise ValueError(f"RLE counts of type {type(counts).__name__}")
+    if any(r < 0 for r in runs) or sum(runs) != height * width:
+        raise ValueError(f"RLE counts do not sum to {height}x{width} = {height * width}")
+    if not any(runs[1::2]):
+        raise ValueError("decoded mask is empty")
+
+
+def _compressed_runs(counts: str) -> list[int]:
+    """The run lengths of COCO's compressed counts string: each number in 5-bit groups (+ 48,
+    bit 0x20 = more groups follow, bit 0x10 of the last = negative), numbers from the third on
+    stored as the difference to the number two before."""
+    runs: list[int] = []
+    i, n = 0, len(counts)
+    while i < n:
+        x, shift, more = 0, 0, True
+        while more:
+            if i >= n:
+                raise ValueError("RLE counts string ends inside a number")
+            c = ord(counts[i]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"RLE counts holds {counts[i]!r}, not a COCO RLE character")
+            x |= (c & 0x1F) << shift
+            more, i, shift = bool(c & 0x20), i + 1, shift + 5
+            if not more and c & 0x10:
+                x |= -1 << shift
+        runs.append(x + runs[-2] if len(runs) > 2 else x)
+    return runs
+
+
+def decode_rle(rle: dict, height: int, width: int) -> np.ndarray:
+    """COCO RLE (compressed string or list counts) -> [H, W] bool mask; ValueError if unusable
+    (InvalidRegionError, a ValueError, when it is larger than the pixel limit)."""
+    check_rle(rle, height, width)
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        coded = mask_utils.frPyObjects({"size": [height, width], "counts": counts},
+                                       height, width)
+    else:
+        coded = {"size": [height, width],
+                 "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    mask = np.asarray(mask_utils.decode(coded), dtype=bool)
     if mask.shape != (height, width):
         raise ValueError(f"decoded mask has shape {mask.shape}, expected ({height}, {width})")
-    if not mask.any():
-        raise ValueError("decoded mask is empty")
     return mask
 
 

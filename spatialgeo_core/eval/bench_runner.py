@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialgeo_core.errors import InvalidImageError, SpatialGeoError
+from spatialgeo_core.errors import SpatialGeoError
 from spatialgeo_core.eval.bench_format import BenchFormatError, BenchItem, parse_bench_item
 from spatialgeo_core.eval.runner import (
     RESULTS_FILE,
@@ -138,16 +138,11 @@ def load_bench(path: str | Path, limit: int | None = None) -> list[BenchEntry]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB [H, W, 3]; InvalidImageError when it is missing or unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as uint8 RGB [H, W, 3]; InvalidImageError when it is missing, unreadable or
+    too large (the rules of every entry point: spatialgeo_core.image_msgs.open_image)."""
+    from spatialgeo_core.image_msgs import open_image
 
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)        # [H, W, 3]
-    except FileNotFoundError:
-        raise InvalidImageError(f"image {path} does not exist") from None
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InvalidImageError(f"cannot read image {path}: {exc}") from exc
+    return open_image(path)
 
 
 def _answer_entry(entry: BenchEntry, images: Path, pipeline, cache: OrderedDict,

@@ -36,6 +36,13 @@ def _model_id(args) -> str:
     return str(args.model_path) if args.model_path else "default"
 
 
+def _model_dirs(args) -> list[str]:
+    """The directories the model is loaded from (the default model's when none is given)."""
+    from spatialgeo_core.default_model import default_model_path
+
+    return [args.model_path or str(default_model_path())] + ([args.clip] if args.clip else [])
+
+
 def cmd_eval_bag(args) -> int:
     from spatialgeo_core.eval.runner import evaluate_bag, summary_line
     from spatialgeo_core.types import GenerationOptions
@@ -45,7 +52,7 @@ def cmd_eval_bag(args) -> int:
         model_id=_model_id(args), options=GenerationOptions(max_new_tokens=args.max_new_tokens),
         tolerance_ms=args.tolerance_ms, buffer_size=args.buffer_size,
         max_encoded=args.max_encoded, topic=args.topic, resume=args.resume,
-        default_unit=args.default_unit, progress=args.progress)
+        default_unit=args.default_unit, progress=args.progress, model_dirs=_model_dirs(args))
     print(f"eval-bag: {summary_line(metrics, args.out)}")
     return 0
 

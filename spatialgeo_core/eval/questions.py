@@ -16,7 +16,10 @@ A stamp (stamp_ns or stamp) or a frame_index is required; when both are given th
 (through the node's frame selection) and the index is kept for the record. Stamp 0 means "the
 latest frame" to the node, which has no meaning for a recorded bag, so it is refused. A region
 has a box, a COCO RLE mask ("counts" compressed str or a list of run lengths), or both; whether
-it fits the image is checked against the frame it is asked about.
+it fits the image is checked against the frame it is asked about. A mask is checked when the
+file is read (its size against spatialgeo_core.limits, its run lengths against its size) but
+decoded only when its question is answered (`QuestionRecord.regions`), so a file of many masks
+never holds them all in memory.
 
 A malformed line does not stop the reading: it becomes a LineError naming its line number (and
 its id when that could be read), which the runner records as an error result.
@@ -28,9 +31,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from spatialgeo_core.errors import SpatialGeoError
+from spatialgeo_core.errors import InvalidRegionError, SpatialGeoError
 from spatialgeo_core.eval.answer_parsing import category_kind
-from spatialgeo_core.eval.bench_format import QA_TYPES, decode_rle
+from spatialgeo_core.eval.bench_format import QA_TYPES, check_rle, decode_rle
 from spatialgeo_core.types import Region
 
 NS_PER_S = 1_000_000_000
@@ -39,6 +42,25 @@ NS_PER_S = 1_000_000_000
 class QuestionFormatError(SpatialGeoError, ValueError):
     """The questions file cannot be read, or one of its lines is malformed (the message names the
     file and line)."""
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """A region as written in the file: its box and its checked, not yet decoded, RLE."""
+
+    box: tuple[float, float, float, float] | None = None
+    mask_rle: dict | None = None
+
+    def region(self) -> Region:
+        """The Region, its mask decoded now (InvalidRegionError when it cannot be)."""
+        mask = None
+        if self.mask_rle is not None:
+            height, width = self.mask_rle["size"]
+            try:
+                mask = decode_rle(self.mask_rle, height, width)          # [H, W] bool
+            except ValueError as exc:
+                raise InvalidRegionError(str(exc)) from exc
+        return Region(box=self.box, mask=mask)
 
 
 @dataclass(frozen=True)
@@ -51,10 +73,21 @@ class QuestionRecord:
     reference: str
     category: str
     qa_type: str                               # "qualitative" | "quantitative"
-    regions: tuple[Region, ...] = ()
+    region_specs: tuple[RegionSpec, ...] = ()
     stamp_ns: int | None = None                # header stamp of the frame (None: use the index)
     frame_index: int | None = None             # n-th message of the topic, from 0
     topic: str | None = None                   # None: the bag's only image topic
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        """The regions, masks decoded on each call (InvalidRegionError naming the region)."""
+        out = []
+        for i, spec in enumerate(self.region_specs):
+            try:
+                out.append(spec.region())
+            except InvalidRegionError as exc:
+                raise InvalidRegionError(f"Region [{i}]: {exc}") from exc
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -102,7 +135,7 @@ def _stamp(obj: dict) -> int | None:
     return stamp_ns
 
 
-def _region(raw, i: int) -> Region:
+def _region(raw, i: int) -> RegionSpec:
     if not isinstance(raw, dict):
         raise ValueError(f"region {i} must be an object with 'box' and/or 'mask_rle', "
                          f"got {raw!r}")
@@ -117,7 +150,6 @@ def _region(raw, i: int) -> Region:
         if not (x2 > x1 and y2 > y1):
             raise ValueError(f"region {i}: box {box} is empty (need x2 > x1 and y2 > y1)")
         box = (x1, y1, x2, y2)
-    mask = None
     if rle is not None:
         size = rle.get("size") if isinstance(rle, dict) else None
         if (not isinstance(size, list) or len(size) != 2 or not all(_is_int(v) for v in size)
@@ -125,10 +157,10 @@ def _region(raw, i: int) -> Region:
             raise ValueError(f"region {i}: 'mask_rle' is {{'size': [H, W], 'counts': ...}}, "
                              f"got size {size!r}")
         try:
-            mask = decode_rle(rle, size[0], size[1])             # [H, W] bool
+            check_rle(rle, size[0], size[1])            # checked now, decoded when answered
         except ValueError as exc:
             raise ValueError(f"region {i}: {exc}") from exc
-    return Region(box=box, mask=mask)
+    return RegionSpec(box=box, mask_rle=rle)
 
 
 def _text(obj: dict, key: str) -> str:
@@ -171,7 +203,7 @@ def parse_question(obj, line: int = 0) -> QuestionRecord:
         raise ValueError(f"'regions' must be a list, got {type(raw_regions).__name__}")
     regions = tuple(_region(r, i) for i, r in enumerate(raw_regions))
     return QuestionRecord(id=qid, line=line, question=question, reference=reference,
-                          category=category, qa_type=qa_type, regions=regions,
+                          category=category, qa_type=qa_type, region_specs=regions,
                           stamp_ns=stamp_ns, frame_index=frame_index,
                           topic=topic.strip() if topic else None)
 
@@ -192,7 +224,8 @@ def read_questions(path: str | Path) -> tuple[list[QuestionRecord], list[LineErr
     records: list[QuestionRecord] = []
     errors: list[LineError] = []
     seen: dict[str, int] = {}                   # id -> first line that used it
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # lines end at \n only: str.splitlines would also cut at U+2028 or U+0085 inside a string
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         qid = None

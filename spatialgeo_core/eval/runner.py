@@ -17,7 +17,9 @@ left out of the scores.
 
 Resuming (`--resume`): questions with an "ok" record are skipped; error records are tried again,
 and the newer record replaces the older one. Without --resume, an output directory that already
-holds results is refused rather than overwritten.
+holds results is refused rather than overwritten. eval-bag keeps what its run was made from in
+run.json (run_identity.py) and refuses to resume with another bag or model, or with an answered
+question that now asks something else.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from spatialgeo_core.errors import InvalidRegionError, SpatialGeoError
+from spatialgeo_core.errors import InterruptedRun, InvalidRegionError, SpatialGeoError
 from spatialgeo_core.eval.metrics import aggregate, score_item
 from spatialgeo_core.eval.questions import LineError, QuestionRecord, read_questions
 from spatialgeo_core.types import GenerationOptions, Region
@@ -308,15 +310,24 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
                  options: GenerationOptions | None = None, tolerance_ms: float = 50.0,
                  buffer_size: int = 30, max_encoded: int = 4, topic: str | None = None,
                  resume: bool = False, default_unit: str | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, model_dirs: Iterable[str | Path] = ()) -> dict:
     """Answer the questions of questions.jsonl about the frames of a bag; returns the metrics.
 
     load_pipeline is called once the questions, the output directory and the bag have been
-    checked (a SpatialGeoPipeline, or anything with its `encode` and `answer`). Raises BagError
-    for a bag that cannot be read; when that happens part-way, the results computed so far stay
-    in results.jsonl and metrics.json / report.md describe them.
+    checked (a SpatialGeoPipeline, or anything with its `encode` and `answer`); model_dirs are
+    the directories it loads from (the model and --clip), recorded in run.json by content
+    (without them, model_id is). Raises BagError for a bag that cannot be read; when that
+    happens part-way, the results computed so far stay in results.jsonl, the questions not
+    reached get error records, and metrics.json / report.md describe them all. Ctrl-C raises
+    InterruptedRun saying where the answers so far are.
     """
     from spatialgeo_core.eval.bag import Bag, BagError, decode_rgb, match_frames
+    from spatialgeo_core.eval.run_identity import (
+        bag_files,
+        check_and_record,
+        model_identity,
+        question_digest,
+    )
     from spatialgeo_core.frames import SelectionPolicy
 
     started = time.time()
@@ -339,6 +350,10 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
     with Bag(bag_path) as bag:
         image_topics = bag.require_image_topics()        # before the model is loaded
         run_info["image_topics"] = ", ".join(t.name for t in image_topics)
+        identity = {"bag": {**bag.identity(), "files": bag_files(bag_path)},
+                    "model": model_identity(model_dirs, model_id),
+                    "questions": {q.id: question_digest(q, topic) for q in questions}}
+        check_and_record(out_dir, identity, done)
         pipeline = load_pipeline() if todo else None
         model_id = model_id or str(getattr(pipeline, "model_path", "") or "")
         failure: BagError | None = None
@@ -358,6 +373,10 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
                     bar.update()
             except BagError as exc:
                 failure = exc
+            except KeyboardInterrupt:
+                raise InterruptedRun(
+                    f"{writer.written} results of this run are kept in {results_path}; the same "
+                    "command with --resume continues it") from None
         if failure is not None:
             run_info["incomplete"] = str(failure)
 
@@ -384,10 +403,11 @@ def _answer_match(pipeline, match, encode, options: GenerationOptions, model_id:
                   image=f"{match.topic}@{match.frame.stamp_ns}")
     t0 = time.perf_counter()
     try:
+        regions = list(q.regions)                                  # masks decoded now
         # the features of a frame are made once (with the first question's regions drawn) and
         # kept in the buffer for its other questions, as the node keeps them
-        features = match.buffer.features(match.frame, lambda f: encode(f, list(q.regions)))
-        answer = answer_with_regions(pipeline, features, q.question, q.regions, options)
+        features = match.buffer.features(match.frame, lambda f: encode(f, regions))
+        answer = answer_with_regions(pipeline, features, q.question, regions, options)
     except SpatialGeoError as exc:
         return question_error_record(q, exc, model_id, **source)
     latency_ms = (time.perf_counter() - t0) * 1000

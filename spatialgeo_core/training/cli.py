@@ -5,16 +5,20 @@
         --set run.distributed=fsdp)
 
 `train` exits 0 when the run is finished, 75 (EX_TEMPFAIL) when it stopped early with a checkpoint
-(run.max_steps_this_run, SIGTERM or SIGUSR1): the same command resumes it. Under torchrun, which
-reports any non-zero worker exit as a failure, a stopped run exits 0; `<output_dir>/status.json`
-says which.
+(run.max_steps_this_run, SIGTERM or SIGUSR1), 130 when Ctrl-C (SIGINT) stopped it, also with a
+checkpoint, and says so: the same command resumes it. A second Ctrl-C stops at once. Under
+torchrun, which reports any non-zero worker exit as a failure, a stopped run exits 0;
+`<output_dir>/status.json` says which. A run whose loss diverges, or that finishes without a
+supervised token, exits 2 with status "failed" and exports nothing.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 
 EXIT_PAUSED = 75
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,10 @@ def cmd_train(args) -> int:
             print(f"export {fmt}: {path}")
     if res.status == "finished" or os.environ.get("TORCHELASTIC_RUN_ID"):
         return 0
+    if res.stop_signal == "SIGINT":
+        print(f"spatialgeo train: interrupted: checkpoint {res.checkpoint} written at step "
+              f"{res.step}; the same command resumes from it", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_PAUSED
 
 

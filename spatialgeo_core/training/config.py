@@ -11,6 +11,7 @@ the overrides are applied, so no path of one machine has to live in a config fil
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -42,7 +43,8 @@ class LoraSettings:
 
     def __post_init__(self):
         _check(self.r > 0, "stage.lora.r", f"must be positive, got {self.r}")
-        _check(self.alpha > 0, "stage.lora.alpha", f"must be positive, got {self.alpha}")
+        _check(math.isfinite(self.alpha) and self.alpha > 0, "stage.lora.alpha",
+               f"must be a finite number > 0, got {self.alpha}")
         _check(0.0 <= self.dropout < 1.0, "stage.lora.dropout", "must be in [0, 1)")
         _check(len(self.target_modules) > 0, "stage.lora.target_modules", "is empty")
 
@@ -62,7 +64,9 @@ class LearningRates:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            _check(getattr(self, f.name) >= 0, f"stage.lr.{f.name}", "must be >= 0")
+            lr = getattr(self, f.name)
+            _check(math.isfinite(lr) and lr >= 0, f"stage.lr.{f.name}",
+                   f"must be >= 0 and finite, got {lr}")
         _check(not (self.llm > 0 and self.lora > 0), "stage.lr",
                "llm (full fine-tune) and lora exclude each other; set one of them to 0")
 
@@ -149,14 +153,17 @@ class OptimConfig:
                f"{self.per_device_batch_size}")
         _check(self.epochs > 0, "optim.epochs", "must be positive")
         _check(self.max_steps >= 0, "optim.max_steps", "must be >= 0")
-        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+               "optim.weight_decay", "must be a finite number >= 0")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
                "needs two values in [0, 1)")
-        _check(self.eps > 0, "optim.eps", "must be positive")
+        _check(math.isfinite(self.eps) and self.eps > 0, "optim.eps",
+               "must be a finite number > 0")
         _check(0.0 <= self.warmup_ratio < 1.0, "optim.warmup_ratio", "must be in [0, 1)")
         _check(self.schedule in ("cosine", "constant"), "optim.schedule",
                f"{self.schedule!r} is not 'cosine' or 'constant'")
-        _check(self.max_grad_norm >= 0, "optim.max_grad_norm", "must be >= 0")
+        _check(math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0,
+               "optim.max_grad_norm", "must be a finite number >= 0 (0: no clipping)")
         _check(self.loss_average in ("micro_batches", "tokens"), "optim.loss_average",
                f"{self.loss_average!r} is not 'micro_batches' or 'tokens'")
 
@@ -237,7 +244,7 @@ def _build(cls: type, d: Any, path: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(names))
+    unknown = sorted(set(d) - set(names), key=str)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {names}")
     kwargs = {k: _coerce(hints[k], v, f"{path}.{k}" if path else k) for k, v in d.items()}

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from spatialgeo_core.conversation import IMAGE_TOKEN, ChatTemplate
 from spatialgeo_core.errors import InvalidImageError, InvalidRegionError, SpatialGeoError
+from spatialgeo_core.image_msgs import open_image
 from spatialgeo_core.model import IGNORE_INDEX
 from spatialgeo_core.processor import Processor
 from spatialgeo_core.regions import draw_regions
@@ -160,19 +160,17 @@ class LlavaDataset(torch.utils.data.Dataset):
 
     def _load_image(self, rel: str, regions: list[dict]) -> torch.Tensor | Skipped:
         path = (self.image_folder / rel) if self.image_folder else Path(rel)
-        try:
-            with Image.open(path) as img:
-                img.load()
-                if regions:
-                    img = draw_regions(img, _decode_regions(regions, img.width, img.height))
-                return self.processor.image(img)
-        except FileNotFoundError:
+        if not path.is_file():
             return Skipped(-1, "", "missing_image", f"no file {path}")
+        try:
+            img = open_image(path, f"{path}")                       # [H, W, 3] uint8
+            if regions:
+                img = draw_regions(img, _decode_regions(regions, img.shape[1], img.shape[0]))
+            return self.processor.image(img)
         except (InvalidRegionError, RegionDecodeError) as e:
             return Skipped(-1, "", "malformed", f"{path}: regions: {e}")
-        except (UnidentifiedImageError, Image.DecompressionBombError, InvalidImageError, OSError,
-                SyntaxError, ValueError) as e:
-            return Skipped(-1, "", "corrupt_image", f"{path}: {type(e).__name__}: {e}")
+        except InvalidImageError as e:
+            return Skipped(-1, "", "corrupt_image", str(e))
 
 
 class RegionDecodeError(SpatialGeoError):
@@ -191,9 +189,12 @@ def _decode_regions(regions: list[dict], width: int, height: int) -> list[Region
                 mask = decode_rle(rle, height, width)
             except ValueError as e:
                 raise RegionDecodeError(f"region {k}: {e}") from e
-        if box is not None and (not isinstance(box, list | tuple) or len(box) != 4):
-            raise RegionDecodeError(f"region {k}: box must be [x1, y1, x2, y2], got {box!r}")
-        out.append(Region(box=None if box is None else tuple(float(v) for v in box), mask=mask))
+        if box is not None:
+            if not (isinstance(box, list | tuple) and len(box) == 4
+                    and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)):
+                raise RegionDecodeError(f"region {k}: box must be [x1, y1, x2, y2], got {box!r}")
+            box = tuple(float(v) for v in box)
+        out.append(Region(box=box, mask=mask))
     return out
 
 

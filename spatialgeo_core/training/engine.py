@@ -9,7 +9,12 @@
         batch computes)
         forward (bf16 autocast on CUDA) -> backward (DDP no_sync / FSDP2 no gradient sync until the
         last micro-batch) -> clip -> step -> schedule
-        metrics line (rank 0), checkpoint every `save_every` steps, on a stop signal and at the end
+        metrics line (rank 0), checkpoint every `save_every` steps, on a stop signal (SIGTERM,
+        SIGUSR1, SIGINT = Ctrl-C) and at the end
+
+A run fails loudly (TrainingError: no "finished", nothing exported) when its loss or gradient
+norm turns non-finite (the step is not applied) or when it finishes without one step having seen
+a supervised token (every record skipped): an untrained or broken model is never exported.
 
 Randomness that the run uses (LoRA dropout: the torch generator; feature dropping: its own
 generator; python / numpy) is seeded per rank at the start and saved in every checkpoint, and the
@@ -44,7 +49,7 @@ from tqdm import tqdm
 
 from spatialgeo_core.checkpoint.ours import build_model, read_ours
 from spatialgeo_core.conversation import get_template
-from spatialgeo_core.errors import CheckpointError, ConfigError
+from spatialgeo_core.errors import CheckpointError, ConfigError, SpatialGeoError
 from spatialgeo_core.optional import available, require
 from spatialgeo_core.processor import Processor
 from spatialgeo_core.tokenizer import LlamaTokenizer
@@ -69,7 +74,12 @@ METRICS = "metrics.jsonl"
 SKIPPED = "skipped.json"
 STATUS = "status.json"
 EXPORT = "export"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class TrainingError(SpatialGeoError):
+    """The run cannot produce a model: its loss went non-finite, or no step saw a supervised
+    token. status.json says "failed"; nothing is exported."""
 
 
 @dataclass
@@ -82,6 +92,7 @@ class TrainResult:
     skipped: dict[str, int]
     checkpoint: Path | None
     exports: dict[str, Path] = field(default_factory=dict)
+    stop_signal: str | None = None      # the signal that paused it ("SIGINT", ...), if one did
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str) -> Callable[[int], float]:
@@ -121,6 +132,8 @@ class _Trainer:
         self.cfg, self.env, self.on_step = cfg, env, on_step
         self.out = Path(cfg.output_dir)
         self.stop_requested = False
+        self.stop_signal: str | None = None
+        self.supervised_steps = 0           # optimizer steps that saw a supervised token
         self._last_saved: dict[str, torch.Tensor] = {}
 
     # ---- setup ---------------------------------------------------------------------------------
@@ -244,6 +257,8 @@ class _Trainer:
             log.warning("checkpoint written by %d processes, resumed on %d: random states are "
                         "re-seeded, the run is no longer bit-exact", len(rngs), env.world_size)
             self._seed_run()
+        # checkpoints written before this count was kept: each of their steps is counted
+        self.supervised_steps = int(state.get("supervised_steps", state["step"]))
         if env.is_main:
             self.skips.merge(state.get("skipped", {}))
             self._truncate_metrics(state["step"])
@@ -279,7 +294,7 @@ class _Trainer:
                      "world_size": self.env.world_size,
                      "global_batch_size": self.cfg.optim.global_batch_size,
                      "scheduler": self.scheduler.state_dict(), "skipped": self.skips.to_dict(),
-                     "trainable": len(trainable)}
+                     "supervised_steps": self.supervised_steps, "trainable": len(trainable)}
             ckpt.write_checkpoint(target, trainable, optim_state, rngs, state,
                                   self.cfg.to_yaml())
             ckpt.prune_checkpoints(self.out, self.cfg.run.keep_checkpoints)
@@ -289,6 +304,9 @@ class _Trainer:
     # ---- the loop ------------------------------------------------------------------------------
     def _signal(self, signum, frame) -> None:
         self.stop_requested = True                # only a flag: logging is not signal-safe
+        self.stop_signal = signal.Signals(signum).name
+        if signum == signal.SIGINT:               # a second Ctrl-C stops at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def run(self) -> TrainResult:
         cfg, env = self.cfg, self.env
@@ -307,12 +325,23 @@ class _Trainer:
             handlers = {s: signal.signal(s, self._signal) for s in STOP_SIGNALS}
         try:
             last_loss, step, saved = self._loop(start, stop)
+        except TrainingError as exc:
+            self._write_status({"status": "failed", "error": str(exc)})
+            raise
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
         finished = step >= self.total_steps
+        if finished and self.supervised_steps == 0:
+            if env.is_main:
+                self._report_skips()
+            summary = self.skips.summary(len(self.dataset))
+            exc = TrainingError(f"no step of the run saw a supervised token: {summary} (see "
+                                f"{self.out / SKIPPED}); the untrained model is not exported")
+            self._write_status({"status": "failed", "error": str(exc)})
+            raise exc
         result = TrainResult("finished" if finished else "paused", step, self.total_steps,
-                             self.out, last_loss, {}, None)
+                             self.out, last_loss, {}, None, stop_signal=self.stop_signal)
         if saved != step:
             result.checkpoint, trainable = self._save(step)
         else:
@@ -323,17 +352,29 @@ class _Trainer:
             if finished and cfg.run.export:
                 result.exports = export_run(cfg.run.export, self.out / EXPORT, cfg.init, trainable,
                                             cfg.stage, cfg.run.export_dtype)
-            with ckpt.atomic_file(self.out / STATUS) as tmp:      # last: "finished" = exported
-                tmp.write_text(json.dumps({"status": result.status, "step": step,
-                                           "total_steps": self.total_steps,
-                                           "checkpoint": str(result.checkpoint),
-                                           "exports": {k: str(v) for k, v in
-                                                       result.exports.items()}}) + "\n")
+            self._write_status({"status": result.status, "step": step,   # last: "finished" =
+                                "total_steps": self.total_steps,        # exported
+                                "checkpoint": str(result.checkpoint),
+                                "exports": {k: str(v) for k, v in result.exports.items()}})
             if not finished:
                 log.warning("stopped at step %d of %d; run the same command again to resume",
                             step, self.total_steps)
         D.barrier()
         return result
+
+    def _write_status(self, status: dict) -> None:
+        if self.env.is_main:
+            with ckpt.atomic_file(self.out / STATUS) as tmp:
+                tmp.write_text(json.dumps(status) + "\n")
+
+    def _diverged(self, what: str, value: float, step: int) -> TrainingError:
+        last = ckpt.latest_checkpoint(self.out)
+        lrs = ", ".join(f"{k} {v:g}" for k, v in dataclasses.asdict(self.cfg.stage.lr).items()
+                        if v > 0)
+        return TrainingError(
+            f"the {what} is {value} at step {step}: the run diverged (stage.lr {lrs}); the "
+            f"step was not applied and nothing is exported; last checkpoint: "
+            f"{last if last is not None else 'none'}")
 
     def _loop(self, start: int, stop: int) -> tuple[float | None, int, int]:
         cfg, env = self.cfg, self.env
@@ -368,18 +409,23 @@ class _Trainer:
                 loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
                 for a, b in enumerate(micro):
                     loss_sum += self._micro_step(b.to(env.device), a, n_tok, n_micro, autocast)
+                red = torch.stack([loss_sum, torch.tensor(float(self.stop_requested),
+                                                          dtype=torch.float64, device=env.device)])
+                loss, stop_flag = D.all_reduce_sum(red).tolist()
+                if not math.isfinite(loss):
+                    raise self._diverged("loss", loss, step + 1)
                 grad_norm = None
                 if n_tok > 0:
                     if cfg.optim.max_grad_norm > 0:
                         gn = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.max_grad_norm)
                         grad_norm = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
+                        if not math.isfinite(grad_norm):
+                            raise self._diverged("gradient norm", grad_norm, step + 1)
                     self.optimizer.step()
+                    self.supervised_steps += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
                 self.scheduler.step()
-                red = torch.stack([loss_sum, torch.tensor(float(self.stop_requested),
-                                                          dtype=torch.float64, device=env.device)])
-                loss, stop_flag = D.all_reduce_sum(red).tolist()
                 done = step + 1
                 last_loss = loss
                 row = {"step": done, "epoch": round(done / self.plan.steps_per_epoch, 4),
@@ -402,7 +448,8 @@ class _Trainer:
                     self.on_step(done, row)
                 must_stop = stop_flag > 0
                 if must_stop and env.is_main:
-                    log.warning("stop signal: checkpoint at step %d, then stop", done)
+                    log.warning("stop signal%s: checkpoint at step %d, then stop",
+                                f" ({self.stop_signal})" if self.stop_signal else "", done)
                 every = cfg.run.save_every
                 if (every and done % every == 0) or must_stop or done == stop:
                     _, self._last_saved = self._save(done)

@@ -400,7 +400,10 @@ def test_corrupt_message_midway_keeps_the_results(tmp_path, capsys, tiny_dir, st
     bag = write_bag(tmp_path / "bag", storage, corrupt_raw_index=3)
     qfile = write_questions(tmp_path / "q.jsonl", [
         question("f0", stamp_ns=START), question("f1", stamp_ns=START + PERIOD),
-        question("f3", stamp_ns=START + 3 * PERIOD)])
+        # the last frame read before the corrupt one: still pending (within the tolerance of
+        # the next frame) when the bag breaks, and answered from what was read
+        question("f2", stamp_ns=START + 2 * PERIOD),
+        question("f3", stamp_ns=START + 3 * PERIOD), question("i4", frame_index=4)])
     out = tmp_path / "out"
     rc, _, err = run_cli(capsys, "eval-bag", "--bag", str(bag), "--questions", str(qfile),
                          "--model-path", str(tiny_dir), "--out", str(out), "--no-progress",
@@ -408,9 +411,15 @@ def test_corrupt_message_midway_keeps_the_results(tmp_path, capsys, tiny_dir, st
     assert rc == 2 and "Traceback" not in err
     assert "is corrupt" in err and "kept in" in err
     res = results(out)
-    assert sorted(res) == ["f0", "f1"] and all(r["status"] == "ok" for r in res.values())
+    # every question of the file has its record: nothing read is lost, nothing unread is silent
+    assert sorted(res) == ["f0", "f1", "f2", "f3", "i4"]
+    assert [res[q]["status"] for q in ("f0", "f1", "f2")] == ["ok"] * 3
+    assert res["f2"]["frame_message_index"] == 2
+    for q in ("f3", "i4"):
+        assert res[q]["error_kind"] == "BagError" and "not reached" in res[q]["error"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert "is corrupt" in metrics["run"]["incomplete"] and metrics["num_answered"] == 2
+    assert "is corrupt" in metrics["run"]["incomplete"] and metrics["num_answered"] == 3
+    assert metrics["num_questions"] == 5 and metrics["errors"]["total"] == 2
     assert (out / "report.md").exists()
 
 
