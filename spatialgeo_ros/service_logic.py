@@ -568,16 +568,20 @@ class QueryService:
                 region.validate(width, height)
             except InvalidRegionError as exc:
                 raise InvalidRegionError(f"Region [{i}]: {exc}") from exc
-        if ticket.should_stop():
+        def stopped(what: str, **fields) -> QueryOutcome:
+            # the same words as the waiting handler's, whichever side sees the deadline first
             reason = ticket.cancel_reason or "timeout"
-            return stopped_outcome(reason, f"stopped after encoding the frame ({reason})")
+            message = (f"no answer within {valid.timeout_s:.3g} s ({what})" if reason == "timeout"
+                       else f"{what} ({reason})")
+            return stopped_outcome(reason, message, **fields)
+
+        if ticket.should_stop():
+            return stopped("stopped after encoding the frame")
         answer = self.pipeline.answer(
             features, valid.question, list(valid.regions) or None, valid.options,
             on_text=ticket.set_partial, should_stop=ticket.should_stop)
         if answer.stopped == "cancelled":
-            reason = ticket.cancel_reason or "timeout"
-            return stopped_outcome(reason, f"generation stopped ({reason})", answer=answer.text,
-                                   num_tokens=answer.num_tokens)
+            return stopped("generation stopped", answer=answer.text, num_tokens=answer.num_tokens)
         parsed = parse_answer_value(answer.text)
         value, unit = parsed if parsed is not None else (None, "")
         message = "answered" if answer.stopped != "max_new_tokens" else (
