@@ -6,6 +6,7 @@
                          plus every caption_every-th scene's caption asked for with DESCRIBE, and
                          text-only drills of the conclusion (drill_share of the facts answers:
                          the answer's facts given in the question, no image)
+    train/drills.json    stage 0: every drill (text only), the LLaMA's first lessons
     train/captions.json  stage 1: "<image>" -> "Region [k]: <colour> <shape>, <y> m ahead, <x> m
                          left|right, <z> m up, <w> m wide, <h> m tall, <v> cubic metres. ..."
                          (caption(): every fact a stage-2 answer states)
@@ -131,16 +132,16 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
     """Write the train / caption / test files and the corpus under `out`; returns their paths."""
     out = Path(out)
     paths = {"train": out / "train" / "llava.json", "captions": out / "train" / "captions.json",
+             "drills": out / "train" / "drills.json",
              "images": out / "train" / "images", "test": out / "test" / "bench.json",
              "test_images": out / "test" / "images", "corpus": out / "corpus.txt"}
     corpus: list[str] = [t.system for t in TEMPLATES.values() if t.system]
     captions: list[dict] = []
     extra: list[dict] = []                  # DESCRIBE records, then drills: after the questions
-    drills: list[dict] = []
-    facts_seen = 0
+    drills: list[dict] = []                 # drill_share of the facts answers' drills (stage 2)
+    all_drills: list[dict] = []             # every drill (stage 0)
 
     def tap(samples: Iterator[WorldSample]) -> Iterator[WorldSample]:
-        nonlocal facts_seen
         for s in samples:
             if s.qas:
                 captions.append(_caption_record(s, f"{s.id}.png"))
@@ -151,12 +152,12 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
             for j, qa in enumerate(s.qas):
                 corpus.extend((qa.question, qa.answer))
                 drill = drill_record(f"{s.id}-q{j}", qa.question, qa.answer)
-                if drill is not None:         # drill_share of the facts answers, evenly spaced
-                    facts_seen += 1
-                    if int(facts_seen * world.drill_share) > int((facts_seen - 1) *
-                                                                  world.drill_share):
+                if drill is not None:
+                    all_drills.append(drill)
+                    corpus.append(drill["conversations"][0]["value"])
+                    n = len(all_drills)          # drill_share of them in stage 2, evenly spaced
+                    if int(n * world.drill_share) > int((n - 1) * world.drill_share):
                         drills.append(drill)
-                        corpus.append(drill["conversations"][0]["value"])
             yield s
         extra.extend(drills)
 
@@ -165,6 +166,7 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
     write_llava_json(tap(iter_samples(world.train_images, world.seed, "train", train_cfg)),
                      paths["train"], paths["images"], extra=extra, per_question=per_question)
     paths["captions"].write_text(json.dumps(captions), encoding="utf-8")
+    paths["drills"].write_text(json.dumps(all_drills), encoding="utf-8")
     test_cfg = world.test_config()
     write_bench_json(iter_samples(world.test_images, world.seed, "test", test_cfg),
                      paths["test"], paths["test_images"])

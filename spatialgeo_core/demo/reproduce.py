@@ -7,9 +7,12 @@
 2. tokenizer: SentencePiece on the world's text;
 3. towers: the semantic (CLIP) and geometry (DINOv2, MoGe-style) towers pretrained on the world;
 4. per variant (fused = SpatialGeo; clip_only = LLaVA-1.5 layout, with --ablation): an initial
-   checkpoint in our format, stage 1 and stage 2 through `spatialgeo train`'s engine with
-   training/configs/demo_stage{1,2}.yaml, the merged model at <out>/<variant>/model;
-5. evaluation on the held-out split with the bench scorer: <out>/<variant>/eval/metrics.json.
+   checkpoint in our format, stage 0 (the LLaMA alone on the world's text: drills that conclude
+   from stated facts, as LLaVA's LLM arrives pretrained), stage 1 and stage 2 through
+   `spatialgeo train`'s engine with training/configs/demo_stage{0,1,2}.yaml, the merged model at
+   <out>/<variant>/model;
+5. evaluation on the held-out split with the bench scorer (<out>/<variant>/eval/metrics.json) and
+   what the model reads of each held-out region (eval/reading.json).
 
 Steps whose outputs exist are skipped, so the variants can also run in separate processes after
 `--prepare-only`.
@@ -98,7 +101,8 @@ def build_init(out: Path, variant: str, vocab_size: int, image_size: int, seed: 
 
 def run_stage(stage: int, init: Path, output: Path, data: Path, variant: str,
               overrides: list[str]) -> Path:
-    """`spatialgeo train --config training/configs/demo_stage{stage}.yaml` for a variant."""
+    """`spatialgeo train --config training/configs/demo_stage{stage}.yaml` for a variant (stage 0:
+    the LLaMA on the world's text, 1: captions, 2: questions)."""
     from spatialgeo_core.training.config import load_config
     from spatialgeo_core.training.engine import train
     merged = output / "export" / "merged"
@@ -121,13 +125,19 @@ def run_stage(stage: int, init: Path, output: Path, data: Path, variant: str,
 
 
 def train_variant(out: Path, variant: str, vocab_size: int, world: DemoWorld,
-                  stage1_sets: list[str], stage2_sets: list[str]) -> Path:
+                  stage1_sets: list[str], stage2_sets: list[str],
+                  stage0_sets: list[str] | None = None) -> Path:
+    """init -> stage 0 (when stage0_sets is not None and the world has drills) -> stage 1 ->
+    stage 2 -> <out>/<variant>/model."""
     model_dir = out / variant / "model"
     if (model_dir / "config.json").is_file():
         return model_dir
     init = out / variant / "init"
     if not (init / "config.json").is_file():
         build_init(out, variant, vocab_size, world.image_size, world.seed)
+    drills = out / "world" / "train" / "drills.json"
+    if stage0_sets is not None and drills.is_file() and json.loads(drills.read_text()):
+        init = run_stage(0, init, out / variant / "stage0", out / "world", variant, stage0_sets)
     s1 = run_stage(1, init, out / variant / "stage1", out / "world", variant, stage1_sets)
     s2 = run_stage(2, s1, out / variant / "stage2", out / "world", variant, stage2_sets)
     shutil.copytree(s2, model_dir)
@@ -320,6 +330,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tower-images", type=int, default=3000)
     p.add_argument("--semantic-steps", type=int, default=1500)
     p.add_argument("--geometry-steps", type=int, default=1500)
+    p.add_argument("--no-stage0", action="store_true",
+                   help="no stage 0 (the LLaMA's text-only drills before stage 1)")
+    p.add_argument("--stage0-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of demo_stage0.yaml (repeatable)")
     p.add_argument("--stage1-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override of demo_stage1.yaml (repeatable), e.g. optim.max_steps=50")
     p.add_argument("--stage2-set", action="append", default=[], metavar="KEY=VALUE")
@@ -350,7 +364,7 @@ def run(args: argparse.Namespace) -> dict:
     for v in variants:
         t = time.time()
         model_dir = train_variant(out, v, args.vocab_size, world, args.stage1_set,
-                                  args.stage2_set)
+                                  args.stage2_set, None if args.no_stage0 else args.stage0_set)
         summary[v] = {"model": str(model_dir), "train_s": round(time.time() - t, 1)}
         if not args.no_eval:
             summary[v]["metrics"] = evaluate(model_dir, out, world, args.eval_limit)

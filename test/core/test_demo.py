@@ -172,6 +172,9 @@ def test_demo_world_files_hold_the_captions_twice_and_the_captions_hold_the_trut
 
     with_facts = [r for r in questions if " So " in r["conversations"][1]["value"]]
     assert len(drills) == len(with_facts) // 2 > 0
+    stage0 = json.loads(paths["drills"].read_text())          # every drill, for stage 0
+    assert [d["id"] for d in stage0] == [r["id"] + "-drill" for r in with_facts]
+    assert all(d in stage0 for d in drills)
     for d in drills:                                  # text only: the facts, then the question
         assert "image" not in d and "regions" not in d
         human, answer = (t["value"] for t in d["conversations"])
