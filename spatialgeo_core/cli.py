@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 
+from spatialgeo_core.ask_depth import add_depth_args
 from spatialgeo_core.errors import SpatialGeoError
 from spatialgeo_core.optional import available
 
@@ -67,11 +68,16 @@ def cmd_ask(args) -> int:
         image.load()
     except (OSError, UnidentifiedImageError) as e:
         raise InvalidImageError(f"cannot read image {args.image}: {e}") from e
+    from spatialgeo_core import ask_depth
+    depth_input = ask_depth.read_depth_args(args, image.size)   # None without --depth
+    positions = ask_depth.compute_positions(depth_input, args.region)
     pipe = load_pipeline(args)
     opts = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                              top_p=args.top_p, seed=args.seed)
     frame = pipe.encode(image, args.region)
     if args.question is None:
+        for i, position in enumerate(positions or ()):
+            print(position.describe(i))
         return _chat(pipe, frame, args.region, opts)
     ans = pipe.answer(frame, args.question, regions=args.region, options=opts,
                       keep_logits=args.save_logits is not None)
@@ -93,9 +99,15 @@ def cmd_ask(args) -> int:
             "num_tokens": ans.num_tokens, "stopped": ans.stopped,
             "timings_ms": {k: round(v, 3) for k, v in ans.timings_ms.items()},
             "load_ms": round(pipe.load_ms, 3), "encode_ms": round(frame.encode_ms, 3),
+            **({} if positions is None else {"regions_3d": ask_depth.positions_json(positions)}),
         }))
     else:
         print(ans.text)
+        for i, position in enumerate(positions or ()):
+            print(position.describe(i))
+    if args.annotate:
+        ask_depth.save_annotated(args.annotate, image, args.region, args.question, ans.text,
+                                 positions)
     return 0
 
 
@@ -151,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--save-logits", default=None, metavar="FILE",
                    help="write every generated step's logits (safetensors)")
+    add_depth_args(a)
     a.set_defaults(func=cmd_ask)
 
     c = sub.add_parser("convert", help="published checkpoints -> our format")
