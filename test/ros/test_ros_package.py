@@ -182,8 +182,8 @@ def _launch_arguments(repo):
 def test_launch_file_declares_the_described_arguments(repo):
     args = _launch_arguments(repo)
     assert set(args) == {"namespace", "params_file", "model_path", "load_4bit", "device",
-                         "image_topic", "camera_info_topic", "use_sim_time", "log_level",
-                         "autostart"}
+                         "image_topic", "camera_info_topic", "depth_topic", "use_sim_time",
+                         "log_level", "autostart"}
     for name, description in args.items():
         assert isinstance(description, ast.Constant) and len(description.value) > 10, name
     text = (repo / "launch" / "bringup.launch.py").read_text()
