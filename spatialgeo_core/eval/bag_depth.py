@@ -102,8 +102,12 @@ class BagDepth:
         """The frame's depth image in metres (FrameSelectionError when none is near)."""
         stamp = match.frame.stamp_ns
         tol = self.policy.tolerance_ns
-        candidates = read_range(self.bag, self.depth_topic, stamp - tol,
-                                stamp + tol + LOG_SLACK_NS)
+        try:
+            candidates = read_range(self.bag, self.depth_topic, stamp - tol,
+                                    stamp + tol + LOG_SLACK_NS)
+        except Exception as exc:  # a corrupt storage file fails with any error type
+            raise InvalidDepthError(f"cannot read the depth images near the frame "
+                                    f"({type(exc).__name__}: {exc})") from exc
         buffer = FrameBuffer(max(1, len(candidates)))
         for message in candidates:
             buffer.add(message.stamp_ns, message, message.frame_id)

@@ -140,6 +140,22 @@ def _match(bag, summary, stamp_shift: int = 0, frame_id: str = "camera_optical_f
     return FrameMatch(questions[0], IMAGE_TOPIC, frame), questions[0]
 
 
+def test_unreadable_depth_is_invalid_depth_not_a_crash(world_bags, monkeypatch):
+    from spatialgeo_core.eval import bag_depth
+
+    def corrupt(*args, **kwargs):
+        raise OSError("database disk image is malformed")
+
+    summary = world_bags["16UC1"]
+    with Bag(summary.path) as bag:
+        depth = BagDepth.open(bag)
+        monkeypatch.setattr(bag_depth, "read_range", corrupt)
+        match, q = _match(bag, summary)
+        fields = depth.record_fields(match, q.regions, q.positions)
+    assert fields["positions_status"] == "invalid_depth"
+    assert "OSError: database disk image is malformed" in fields["positions_message"]
+
+
 def test_record_fields_say_why_there_are_no_positions(world_bags):
     summary = world_bags["16UC1"]
     with Bag(summary.path) as bag:
