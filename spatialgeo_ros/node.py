@@ -227,7 +227,7 @@ class SpatialGeoNode(LifecycleNode):
                 pipeline, params.cameras.names, params.frames, params.query,
                 params.cameras.buffer_size, decode=decode,
                 positions=self._position_source(params),
-                annotate=params.output.publish_annotated)
+                annotate=params.output.publish_annotated and self._annotated_wanted)
             for camera, info in self._camera_info.items():   # received before this configure
                 if camera in params.cameras.names:
                     self._service.set_camera_info(camera, info)
@@ -278,6 +278,11 @@ class SpatialGeoNode(LifecycleNode):
             load_8bit=model.load_8bit, attn_implementation=model.attn_implementation,
             dtype=None if model.dtype == "auto" else model.dtype)
         return pipeline, device
+
+    def _annotated_wanted(self) -> bool:
+        """Whether an annotated image would reach anybody (it is drawn only then)."""
+        pub = self._annotated_pub
+        return pub is not None and pub.get_subscription_count() > 0
 
     @staticmethod
     def _position_source(params: NodeParams) -> PositionSource:

@@ -421,8 +421,9 @@ class QueryService:
     pipeline: an object with `encode(image)` and `answer(features, question, regions, options,
     on_text, should_stop)` (spatialgeo_core.pipeline.SpatialGeoPipeline, or a test double).
     decode: payload stored in the buffer -> uint8 [H, W, 3] RGB (run lazily, on the worker).
-    positions: the cameras' depth and CameraInfo (default: no depth input). annotate: give every
-    answered request its annotated image (QueryOutcome.annotated).
+    positions: the cameras' depth and CameraInfo (default: no depth input). annotate: give an
+    answered request its annotated image (QueryOutcome.annotated): a bool, or a callable asked
+    each time (the node's: is anybody subscribed to annotated_image?).
     """
 
     POLL_S = 0.05     # how often a streaming caller looks at partial text and its cancel flag
@@ -430,7 +431,8 @@ class QueryService:
     def __init__(self, pipeline, cameras: Sequence[str], frame_params: FrameParams,
                  query_params: QueryParams, buffer_size: int,
                  decode: Callable[[Any], np.ndarray], clock: Callable[[], float] = time.monotonic,
-                 positions: PositionSource | None = None, annotate: bool = False):
+                 positions: PositionSource | None = None,
+                 annotate: bool | Callable[[], bool] = False):
         self.pipeline = pipeline
         self.cameras = tuple(cameras)
         self.positions = positions or PositionSource(self.cameras, enabled=False)
@@ -609,9 +611,9 @@ class QueryService:
     def _annotated(self, features, valid: ValidatedRequest, answer: str,
                    positions: PositionsOutcome) -> np.ndarray | None:
         """The annotated image of an answer (when self.annotate), or None; never raises."""
-        if not self.annotate:
-            return None
         try:
+            if not (self.annotate() if callable(self.annotate) else self.annotate):
+                return None
             from spatialgeo_core.annotate import annotated_image
 
             lines = positions.positions if any(p.valid for p in positions.positions) else None

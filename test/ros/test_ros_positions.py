@@ -266,6 +266,18 @@ def test_an_answer_carries_positions_and_what_the_model_saw(fake_pipeline_cls, s
     assert service.positions.camera_info("camera") is None    # cleanup dropped it
 
 
+def test_the_annotated_image_is_drawn_only_when_wanted(fake_pipeline_cls, scene):
+    wanted = [False]
+    service = make_service(fake_pipeline_cls(), scene, depth=False,
+                           annotate=lambda: wanted[0])
+    try:
+        assert _ask(service, scene).annotated is None          # nobody subscribed
+        wanted[0] = True
+        assert _ask(service, scene).annotated is not None
+    finally:
+        service.close()
+
+
 def test_without_depth_nothing_else_changes(fake_pipeline_cls, scene):
     with_depth_off = make_service(fake_pipeline_cls(), scene, depth=False, annotate=False)
     try:
