@@ -19,7 +19,7 @@ a "Region positions" section.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from spatialgeo_core.frames import FEATURES_KEY, FrameBuffer, FrameSelectionErro
 from spatialgeo_core.image_msgs import depth_to_meters, stamp_to_ns
 from spatialgeo_core.intrinsics import InvalidIntrinsicsError, from_camera_info
 from spatialgeo_core.region_positions import invalid_regions, region_positions
+from spatialgeo_core.types import Region
 
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 LOG_SLACK_NS = 500_000_000        # depth recorded up to this long after its header stamp
@@ -119,7 +120,8 @@ class BagDepth:
                 f"{match.frame.frame_id!r}: it must be registered to the colour image")
         return depth_to_meters(depth_frame.payload.msg)
 
-    def record_fields(self, match: FrameMatch, regions, truth) -> dict:
+    def record_fields(self, match: FrameMatch, regions: Sequence[Region],
+                      truth: Sequence[dict] | None) -> dict:
         """The positions fields of an answered question's record (module docstring)."""
         features = match.frame.get(FEATURES_KEY)
         if features is not None:
