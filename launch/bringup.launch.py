@@ -40,6 +40,9 @@ ARGUMENTS = (
      "cameras.transport: compressed); remaps the node's `image`."),
     ("camera_info_topic", "camera_info",
      "Topic of the camera's sensor_msgs/CameraInfo; remaps the node's `camera_info`."),
+    ("depth_topic", "depth",
+     "Topic of the depth image registered to the camera's images (16UC1 or 32FC1, read with "
+     "cameras.depth: true); remaps the node's `depth`."),
     ("use_sim_time", "false", "true: use the /clock topic (rosbag replay, simulation)."),
     ("log_level", "info", "Log level of the node: debug, info, warn, error or fatal."),
     ("autostart", "true", "true: configure (load the model) and activate the node at start."),
@@ -63,7 +66,8 @@ def _launch_node(context):
         emulate_tty=True,
         parameters=[arg["params_file"], parameters],
         remappings=[("image", arg["image_topic"]),
-                    ("camera_info", arg["camera_info_topic"])],
+                    ("camera_info", arg["camera_info_topic"]),
+                    ("depth", arg["depth_topic"])],
         ros_arguments=["--log-level", arg["log_level"]],
     )
     actions = [node]

@@ -42,7 +42,8 @@ WHEELS=(
   ros-jazzy-rosidl-default-runtime ros-jazzy-ament-cmake ros-jazzy-ament-cmake-python
   ros-jazzy-ament-cmake-pytest ros-jazzy-ament-index-python ros-jazzy-builtin-interfaces
   ros-jazzy-std-msgs ros-jazzy-sensor-msgs ros-jazzy-action-msgs ros-jazzy-lifecycle-msgs
-  ros-jazzy-diagnostic-msgs ros-jazzy-rcl-interfaces
+  ros-jazzy-diagnostic-msgs ros-jazzy-rcl-interfaces ros-jazzy-geometry-msgs
+  ros-jazzy-visualization-msgs
   ros-jazzy-ament-package ros-jazzy-ament-cmake-include-directories
   ros-jazzy-rosidl-core-generators ros-jazzy-python-cmake-module ros-jazzy-ament-cmake-ros
   ros-jazzy-ament-cmake-gmock ros-jazzy-ament-cmake-gtest

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 
+from spatialgeo_core.ask_depth import add_depth_args
 from spatialgeo_core.errors import InterruptedRun, InvalidRequestError, SpatialGeoError
 from spatialgeo_core.optional import available
 
@@ -58,15 +59,20 @@ def load_pipeline(args):
 
 
 def cmd_ask(args) -> int:
+    from spatialgeo_core import ask_depth
     from spatialgeo_core.image_msgs import open_image
     from spatialgeo_core.types import GenerationOptions
 
     image = open_image(args.image)                               # [H, W, 3] uint8
+    depth_input = ask_depth.read_depth_args(args, (image.shape[1], image.shape[0]))  # or None
+    positions = ask_depth.compute_positions(depth_input, args.region)
     opts = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                              top_p=args.top_p, seed=args.seed)
     pipe = load_pipeline(args)
     frame = pipe.encode(image, args.region)
     if args.question is None:
+        for i, position in enumerate(positions or ()):
+            print(position.describe(i))
         return _chat(pipe, frame, args.region, opts)
     ans = pipe.answer(frame, args.question, regions=args.region, options=opts,
                       keep_logits=args.save_logits is not None)
@@ -81,10 +87,17 @@ def cmd_ask(args) -> int:
             "num_tokens": ans.num_tokens, "stopped": ans.stopped,
             "timings_ms": {k: round(v, 3) for k, v in ans.timings_ms.items()},
             "load_ms": round(pipe.load_ms, 3), "encode_ms": round(frame.encode_ms, 3),
+            **({} if positions is None else {"regions_3d": ask_depth.positions_json(positions)}),
         }), flush=True)
     else:
         print(ans.text, flush=True)
-    if args.save_logits:                          # after the answer: a failed write loses nothing
+        for i, position in enumerate(positions or ()):
+            print(position.describe(i), flush=True)
+    # extras after the answer: a failed write loses nothing
+    if args.annotate:
+        ask_depth.save_annotated(args.annotate, image, args.region, args.question, ans.text,
+                                 positions)
+    if args.save_logits:
         _save_logits(ans, args.save_logits)
     return 0
 
@@ -159,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--save-logits", default=None, metavar="FILE",
                    help="write every generated step's logits (safetensors)")
+    add_depth_args(a)
     a.set_defaults(func=cmd_ask)
 
     c = sub.add_parser("convert", help="published checkpoints -> our format")

@@ -12,9 +12,11 @@ Lifecycle:
 - cleanup / shutdown: stop the worker, drop frames and features, release the model (GPU memory).
 
 Topics, relative so launch remaps them: per camera `image` (sensor_msgs/Image, or CompressedImage
-with cameras.transport=compressed) and `camera_info`; `answers` (SpatialAnswer) out;
-/diagnostics (diagnostic_msgs). Service `spatial_query` (SpatialQuery), action
-`spatial_query_stream` (SpatialQueryStream).
+with cameras.transport=compressed), `camera_info` and, with cameras.depth, `depth` (a
+sensor_msgs/Image registered to the colour image, 16UC1 or 32FC1); `answers` (SpatialAnswer),
+`annotated_image` (sensor_msgs/Image, output.publish_annotated) and `markers`
+(visualization_msgs/MarkerArray, output.publish_markers) out; /diagnostics (diagnostic_msgs).
+Service `spatial_query` (SpatialQuery), action `spatial_query_stream` (SpatialQueryStream).
 
 Threads: camera callbacks run in their own callback group and only store the message (decoding
 happens later, on the inference worker, for the frames asked about). Queries run in a reentrant
@@ -58,6 +60,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from visualization_msgs.msg import Marker, MarkerArray
 
 from spatialgeo_ros.action import SpatialQueryStream
 from spatialgeo_ros.conversions import (
@@ -69,16 +72,25 @@ from spatialgeo_ros.conversions import (
     set_duration,
     stamp_to_ns,
 )
-from spatialgeo_ros.msg import SpatialAnswer
+from spatialgeo_ros.geometry_conversions import (
+    depth_to_meters,
+    fill_markers,
+    fill_positions,
+    fill_rgb_image,
+    intrinsics_from_camera_info,
+)
+from spatialgeo_ros.msg import RegionPosition, SpatialAnswer
 from spatialgeo_ros.params import (
     PARAMS,
     ModelParams,
     NodeParams,
     ParamSpec,
     camera_topics,
+    depth_topics,
     params_from_values,
     resolve_device,
 )
+from spatialgeo_ros.positions_logic import PositionSource
 from spatialgeo_ros.service_logic import (
     ModelState,
     QueryOutcome,
@@ -138,6 +150,8 @@ class SpatialGeoNode(LifecycleNode):
         self._device = ""
         self._camera_subs = []
         self._answers_pub = None
+        self._annotated_pub = None
+        self._markers_pub = None
         self._zero_stamp_warned: set[str] = set()
         self._finalized = False
         self._camera_info: dict[str, CameraInfo] = {}   # latest per camera
@@ -211,9 +225,19 @@ class SpatialGeoNode(LifecycleNode):
                 check_compressed_decoding()      # MissingDependencyError naming the package
             self._service = QueryService(
                 pipeline, params.cameras.names, params.frames, params.query,
-                params.cameras.buffer_size, decode=decode)
+                params.cameras.buffer_size, decode=decode,
+                positions=self._position_source(params),
+                annotate=params.output.publish_annotated and self._annotated_wanted)
+            for camera, info in self._camera_info.items():   # received before this configure
+                if camera in params.cameras.names:
+                    self._service.set_camera_info(camera, info)
             self._subscribe_cameras(params)
             self._answers_pub = self.create_lifecycle_publisher(SpatialAnswer, "answers", 10)
+            if params.output.publish_annotated:
+                self._annotated_pub = self.create_lifecycle_publisher(
+                    Image, "annotated_image", 10)
+            if params.output.publish_markers:
+                self._markers_pub = self.create_lifecycle_publisher(MarkerArray, "markers", 10)
         except Exception as exc:  # e.g. an invalid topic name: fail the transition, free the model
             log.error(f"configure failed: {type(exc).__name__}: {exc}")
             self.release_resources()
@@ -255,6 +279,21 @@ class SpatialGeoNode(LifecycleNode):
             dtype=None if model.dtype == "auto" else model.dtype)
         return pipeline, device
 
+    def _annotated_wanted(self) -> bool:
+        """Whether an annotated image would reach anybody (it is drawn only then)."""
+        pub = self._annotated_pub
+        return pub is not None and pub.get_subscription_count() > 0
+
+    @staticmethod
+    def _position_source(params: NodeParams) -> PositionSource:
+        cameras = params.cameras
+        topics = depth_topics(cameras.names)
+        return PositionSource(
+            cameras.names, cameras.depth, cameras.buffer_size,
+            round(params.frames.depth_tolerance * 1e9), decode_depth=depth_to_meters,
+            decode_info=partial(intrinsics_from_camera_info, rectified=cameras.rectified),
+            depth_topic=topics.__getitem__)
+
     def _subscribe_cameras(self, params: NodeParams) -> None:
         qos = qos_profile_sensor_data if params.cameras.qos == "sensor_data" else QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -266,6 +305,11 @@ class SpatialGeoNode(LifecycleNode):
             self._camera_subs.append(self.create_subscription(
                 CameraInfo, info_topic, partial(self._on_camera_info, camera), qos,
                 callback_group=self._camera_group))
+        if params.cameras.depth:
+            for camera, topic in depth_topics(params.cameras.names).items():
+                self._camera_subs.append(self.create_subscription(
+                    Image, topic, partial(self._on_depth, camera), qos,
+                    callback_group=self._camera_group))
 
     def release_resources(self, ros_entities: bool = True) -> None:
         """Unsubscribe (unless the context is already gone: ros_entities False), stop the
@@ -275,10 +319,11 @@ class SpatialGeoNode(LifecycleNode):
         if ros_entities:
             for sub in self._camera_subs:
                 self.destroy_subscription(sub)
-            if self._answers_pub is not None:
-                self.destroy_lifecycle_publisher(self._answers_pub)
+            for pub in (self._answers_pub, self._annotated_pub, self._markers_pub):
+                if pub is not None:
+                    self.destroy_lifecycle_publisher(pub)
         self._camera_subs = []
-        self._answers_pub = None
+        self._answers_pub = self._annotated_pub = self._markers_pub = None
         service, self._service = self._service, None
         if service is not None and not service.close(timeout=10.0):
             log.warning("the inference worker did not stop within 10 s")
@@ -291,21 +336,36 @@ class SpatialGeoNode(LifecycleNode):
         self._model_state = ModelState.UNLOADED
 
     # ---- camera callbacks: store and return ----------------------------------------------------
+    def _stamp(self, camera: str, msg, what: str = "") -> int:
+        """The message's header stamp; the receive time (with one warning) when it is zero."""
+        stamp = stamp_to_ns(msg.header.stamp)
+        if stamp == 0:
+            key = camera + what
+            if key not in self._zero_stamp_warned:
+                self._zero_stamp_warned.add(key)
+                self.get_logger().warning(
+                    f"camera {camera!r} publishes zero{what} stamps: using the receive time "
+                    f"instead")
+            stamp = self.get_clock().now().nanoseconds
+        return stamp
+
     def _on_image(self, camera: str, msg) -> None:
         service = self._service
         if service is None or camera not in service.buffers:
             return
-        stamp = stamp_to_ns(msg.header.stamp)
-        if stamp == 0:
-            if camera not in self._zero_stamp_warned:
-                self._zero_stamp_warned.add(camera)
-                self.get_logger().warning(
-                    f"camera {camera!r} publishes zero stamps: using the receive time instead")
-            stamp = self.get_clock().now().nanoseconds
-        service.add_frame(camera, stamp, msg, msg.header.frame_id)
+        service.add_frame(camera, self._stamp(camera, msg), msg, msg.header.frame_id)
+
+    def _on_depth(self, camera: str, msg: Image) -> None:
+        service = self._service
+        if service is None:
+            return
+        service.add_depth(camera, self._stamp(camera, msg, " depth"), msg, msg.header.frame_id)
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         self._camera_info[camera] = msg
+        service = self._service
+        if service is not None:
+            service.set_camera_info(camera, msg)
 
     # ---- queries -----------------------------------------------------------------------------
     def _answer(self, msg, on_partial=None, is_cancelled=None) -> QueryOutcome:
@@ -330,6 +390,7 @@ class SpatialGeoNode(LifecycleNode):
     def _on_query(self, request, response):
         outcome = self._answer(request)
         fill_result(response, outcome)
+        fill_positions(response, outcome, RegionPosition)
         self._publish_answer(request, outcome)
         return response
 
@@ -352,6 +413,7 @@ class SpatialGeoNode(LifecycleNode):
                                lambda: goal_handle.is_cancel_requested)
         result = SpatialQueryStream.Result()
         fill_result(result, outcome)
+        fill_positions(result, outcome, RegionPosition)
         if outcome.status == Status.CANCELLED and goal_handle.is_cancel_requested:
             goal_handle.canceled()
         elif outcome.ok:
@@ -370,6 +432,7 @@ class SpatialGeoNode(LifecycleNode):
             return
         msg = SpatialAnswer()
         fill_result(msg, outcome)
+        fill_positions(msg, outcome, RegionPosition)
         msg.camera = outcome.camera
         msg.question = request.question
         msg.num_regions = len(request.regions)
@@ -377,6 +440,25 @@ class SpatialGeoNode(LifecycleNode):
             pub.publish(msg)
         except Exception as exc:  # e.g. destroyed by a concurrent cleanup; the reply still goes
             self.get_logger().warning(f"could not publish on answers: {exc}")
+        if outcome.ok:
+            self._publish_visuals(outcome)
+
+    def _publish_visuals(self, outcome: QueryOutcome) -> None:
+        """What the model saw (annotated_image) and the regions in 3D (markers), stamped with the
+        frame answered about."""
+        annotated, markers = self._annotated_pub, self._markers_pub
+        try:
+            if annotated is not None and outcome.annotated is not None:
+                image = Image()
+                fill_rgb_image(image, outcome.annotated, outcome.stamp_ns, outcome.frame_id)
+                annotated.publish(image)
+            if markers is not None:
+                array = MarkerArray()
+                fill_markers(array, Marker, outcome)
+                markers.publish(array)
+        except Exception as exc:  # like answers: a lost picture must not fail the reply
+            self.get_logger().warning(f"could not publish the annotated image or markers: "
+                                      f"{type(exc).__name__}: {exc}")
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -78,6 +78,15 @@ PARAMS: tuple[ParamSpec, ...] = (
               "(depth 10).", choices=("sensor_data", "reliable")),
     ParamSpec("cameras.buffer_size", 30, "Frames kept per camera for stamp lookup.",
               min=1, max=1000),
+    ParamSpec("cameras.depth", False,
+              "Subscribe to each camera's depth image registered to its colour image (`depth`, "
+              "or `<name>/depth` with several cameras; sensor_msgs/Image 16UC1 in millimetres or "
+              "32FC1 in metres) and give every region of a request its 3D position, with the "
+              "camera's latest CameraInfo. A camera whose depth never arrives still answers."),
+    ParamSpec("cameras.rectified", False,
+              "The image and depth topics are rectified (image_rect): intrinsics from "
+              "CameraInfo's P, lens distortion ignored, as depth_image_proc does. false: raw "
+              "images, intrinsics from K, pixels undistorted with D."),
     # frame selection
     ParamSpec("frames.stamp_tolerance", 0.05,
               "Largest |frame stamp - requested stamp| in seconds accepted for a non-zero stamp.",
@@ -85,6 +94,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("frames.max_age", 1.0,
               "Largest age in seconds of the latest frame for a request with stamp zero; 0 = any.",
               min=0.0, max=86400.0),
+    ParamSpec("frames.depth_tolerance", 0.02,
+              "Largest |depth stamp - colour frame stamp| in seconds for a depth image to be "
+              "the one of a colour frame.", min=0.0, max=1.0),
     ParamSpec("frames.max_encoded", 4,
               "Frames per camera whose image features are kept for further questions.",
               min=1, max=100),
@@ -113,6 +125,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     # outputs
     ParamSpec("output.publish_answers", True,
               "Publish every finished request on the `answers` topic."),
+    ParamSpec("output.publish_annotated", True,
+              "Publish the set-of-marks image of every answered request, with its question, "
+              "answer and region positions written under it, on `annotated_image`."),
+    ParamSpec("output.publish_markers", True,
+              "Publish a visualization_msgs/MarkerArray on `markers` for every answered request: "
+              "a box per region at its 3D position, labelled with its index, and the answer."),
     ParamSpec("output.diagnostics_period", 1.0,
               "Seconds between diagnostic_msgs statuses on /diagnostics.", min=0.1, max=60.0),
 )
@@ -146,6 +164,8 @@ class CameraParams:
     transport: str            # raw | compressed
     qos: str                  # sensor_data | reliable
     buffer_size: int
+    depth: bool               # a registered depth topic per camera
+    rectified: bool           # intrinsics from P (rectified images) instead of K and D
 
     def __post_init__(self):
         if not self.names:
@@ -164,6 +184,7 @@ class FrameParams:
     stamp_tolerance: float    # s
     max_age: float            # s, 0 = any age
     max_encoded: int
+    depth_tolerance: float    # s, |depth stamp - colour stamp|
 
 
 @dataclass(frozen=True)
@@ -196,6 +217,8 @@ class QueryParams:
 class OutputParams:
     publish_answers: bool
     diagnostics_period: float   # s
+    publish_annotated: bool
+    publish_markers: bool
 
 
 @dataclass(frozen=True)
@@ -250,10 +273,11 @@ def params_from_values(values: Mapping[str, Any]) -> NodeParams:
             dtype=v["model.dtype"]),
         cameras=CameraParams(
             names=v["cameras.names"], transport=v["cameras.transport"], qos=v["cameras.qos"],
-            buffer_size=v["cameras.buffer_size"]),
+            buffer_size=v["cameras.buffer_size"], depth=v["cameras.depth"],
+            rectified=v["cameras.rectified"]),
         frames=FrameParams(
             stamp_tolerance=v["frames.stamp_tolerance"], max_age=v["frames.max_age"],
-            max_encoded=v["frames.max_encoded"]),
+            max_encoded=v["frames.max_encoded"], depth_tolerance=v["frames.depth_tolerance"]),
         query=QueryParams(
             max_pending=v["query.max_pending"],
             request_queue_depth=v["query.request_queue_depth"], timeout=v["query.timeout"],
@@ -262,7 +286,9 @@ def params_from_values(values: Mapping[str, Any]) -> NodeParams:
             max_new_tokens_limit=v["query.max_new_tokens_limit"]),
         output=OutputParams(
             publish_answers=v["output.publish_answers"],
-            diagnostics_period=v["output.diagnostics_period"]),
+            diagnostics_period=v["output.diagnostics_period"],
+            publish_annotated=v["output.publish_annotated"],
+            publish_markers=v["output.publish_markers"]),
     )
 
 
@@ -283,6 +309,13 @@ def camera_topics(names: tuple[str, ...]) -> dict[str, tuple[str, str]]:
     if len(names) == 1:
         return {names[0]: ("image", "camera_info")}
     return {n: (f"{n}/image", f"{n}/camera_info") for n in names}
+
+
+def depth_topics(names: tuple[str, ...]) -> dict[str, str]:
+    """camera name -> its registered depth topic (cameras.depth), beside camera_topics'."""
+    if len(names) == 1:
+        return {names[0]: "depth"}
+    return {n: f"{n}/depth" for n in names}
 
 
 def resolve_device(device: str) -> str:

@@ -9,7 +9,9 @@
   the generation loop polls (`Ticket.should_stop`).
 - `LatencyStats`: p50 / p95 over a sliding window.
 - `QueryService`: per-camera frame buffers + pipeline + queue; `handle(request)` always returns
-  a QueryOutcome within the request's timeout and never raises.
+  a QueryOutcome within the request's timeout and never raises. An answered request also carries
+  its regions' 3D positions (positions_logic.PositionSource: depth and CameraInfo) and, when
+  asked for, the annotated image (spatialgeo_core.annotate).
 
 The caller of `handle` blocks until the outcome (at most the timeout); the inference itself runs
 on the queue's worker thread, so a caller that gives up (timeout, cancel) returns at once while
@@ -48,6 +50,7 @@ from spatialgeo_core.frames import (
 )
 from spatialgeo_core.types import GenerationOptions, Region
 from spatialgeo_ros.params import FrameParams, QueryParams
+from spatialgeo_ros.positions_logic import NOT_COMPUTED, PositionSource, PositionsOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,8 @@ class QueryOutcome:
     latency_s: float = 0.0
     camera: str = ""
     num_tokens: int = 0
+    positions: PositionsOutcome = NOT_COMPUTED
+    annotated: np.ndarray | None = None      # uint8 [H, W, 3] RGB: what the model saw, annotated
 
     @property
     def ok(self) -> bool:
@@ -416,15 +421,22 @@ class QueryService:
     pipeline: an object with `encode(image)` and `answer(features, question, regions, options,
     on_text, should_stop)` (spatialgeo_core.pipeline.SpatialGeoPipeline, or a test double).
     decode: payload stored in the buffer -> uint8 [H, W, 3] RGB (run lazily, on the worker).
+    positions: the cameras' depth and CameraInfo (default: no depth input). annotate: give an
+    answered request its annotated image (QueryOutcome.annotated): a bool, or a callable asked
+    each time (the node's: is anybody subscribed to annotated_image?).
     """
 
     POLL_S = 0.05     # how often a streaming caller looks at partial text and its cancel flag
 
     def __init__(self, pipeline, cameras: Sequence[str], frame_params: FrameParams,
                  query_params: QueryParams, buffer_size: int,
-                 decode: Callable[[Any], np.ndarray], clock: Callable[[], float] = time.monotonic):
+                 decode: Callable[[Any], np.ndarray], clock: Callable[[], float] = time.monotonic,
+                 positions: PositionSource | None = None,
+                 annotate: bool | Callable[[], bool] = False):
         self.pipeline = pipeline
         self.cameras = tuple(cameras)
+        self.positions = positions or PositionSource(self.cameras, enabled=False)
+        self.annotate = annotate
         self.limits = query_params
         self.policy = SelectionPolicy(
             tolerance_ns=round(frame_params.stamp_tolerance * NS_PER_S),
@@ -457,6 +469,7 @@ class QueryService:
         stopped = self.queue.stop(timeout)
         for buffer in self.buffers.values():
             buffer.clear()
+        self.positions.clear()
         return stopped
 
     @property
@@ -467,6 +480,14 @@ class QueryService:
     def add_frame(self, camera: str, stamp_ns: int, payload: Any, frame_id: str = "") -> None:
         """Buffer a frame (from a camera callback): no decoding, no model, returns at once."""
         self.buffers[camera].add(stamp_ns, payload, frame_id)
+
+    def add_depth(self, camera: str, stamp_ns: int, payload: Any, frame_id: str = "") -> None:
+        """Buffer a depth image (from a camera callback): no decoding, returns at once."""
+        self.positions.add_depth(camera, stamp_ns, payload, frame_id)
+
+    def set_camera_info(self, camera: str, payload: Any) -> None:
+        """Keep a camera's latest CameraInfo (from a camera callback)."""
+        self.positions.set_camera_info(camera, payload)
 
     # requests -----------------------------------------------------------------------------------
     def handle(self, request: QueryRequest, now_ns: int,
@@ -586,8 +607,25 @@ class QueryService:
         value, unit = parsed if parsed is not None else (None, "")
         message = "answered" if answer.stopped != "max_new_tokens" else (
             f"answered; cut at max_new_tokens={valid.options.max_new_tokens}")
+        positions = self.positions.compute(valid.camera, frame, valid.regions, (width, height))
         return QueryOutcome(Status.OK, message, answer=answer.text, value=value, unit=unit,
-                            num_tokens=answer.num_tokens)
+                            num_tokens=answer.num_tokens, positions=positions,
+                            annotated=self._annotated(features, valid, answer.text, positions))
+
+    def _annotated(self, features, valid: ValidatedRequest, answer: str,
+                   positions: PositionsOutcome) -> np.ndarray | None:
+        """The annotated image of an answer (when self.annotate), or None; never raises."""
+        try:
+            if not (self.annotate() if callable(self.annotate) else self.annotate):
+                return None
+            from spatialgeo_core.annotate import annotated_image
+
+            lines = positions.positions if any(p.valid for p in positions.positions) else None
+            return np.asarray(annotated_image(features.image, valid.regions, valid.question,
+                                              answer, lines))
+        except Exception:  # a picture for people must not fail the answer
+            logger.warning("the annotated image could not be made", exc_info=True)
+            return None
 
     # diagnostics --------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -6,7 +6,9 @@ or .mcap file (rosbags' AnyReader also opens ROS 1 .bag files; that is not teste
 without embedded message definitions (rosbag2 before Iron) are read with the ROS 2 Humble type
 definitions.
 
-Frames: sensor_msgs/msg/Image and sensor_msgs/msg/CompressedImage topics. A frame's stamp is its
+Frames: sensor_msgs/msg/Image and sensor_msgs/msg/CompressedImage topics; an Image topic whose
+first message is a depth image (16UC1 or 32FC1) is a depth topic (`depth_topics`), not a frame
+topic: eval/bag_depth.py reads it for the regions' 3D positions. A frame's stamp is its
 header stamp, or its bag (receive) time when the header stamp is zero, as the node does. Its index
 is its position among the topic's messages in the bag's order (receive time), from 0.
 
@@ -94,6 +96,7 @@ class Bag:
         self.path = Path(path)
         self._reader = None
         self.topics: dict[str, str] = {}          # every topic -> its message type
+        self._depth_topics: list[str] | None = None
 
     def __enter__(self) -> Bag:
         self.open()
@@ -134,12 +137,36 @@ class Bag:
                 "messages": int(reader.message_count), "topics": dict(sorted(topics.items()))}
 
     def image_topics(self) -> list[ImageTopic]:
-        """The Image and CompressedImage topics, by name."""
+        """The Image and CompressedImage topics, by name (not the depth topics)."""
         counts: dict[str, int] = {}
         for c in self._open_reader().connections:
             if c.msgtype in IMAGE_MSGTYPES:
                 counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
-        return [ImageTopic(t, self.topics[t], n) for t, n in sorted(counts.items())]
+        depth = set(self.depth_topics())
+        return [ImageTopic(t, self.topics[t], n) for t, n in sorted(counts.items())
+                if t not in depth]
+
+    def depth_topics(self) -> list[str]:
+        """The Image topics whose first message has a depth encoding (16UC1 or 32FC1)."""
+        if self._depth_topics is None:
+            from spatialgeo_core.image_msgs import DEPTH_ENCODINGS
+
+            reader = self._open_reader()
+            found = []
+            for topic in sorted({c.topic for c in reader.connections if c.msgtype == IMAGE}):
+                connections = [c for c in reader.connections if c.topic == topic]
+                try:
+                    connection, _, raw = next(reader.messages(connections=connections))
+                    encoding = reader.deserialize(raw, connection.msgtype).encoding
+                except StopIteration:
+                    continue
+                except Exception as exc:  # a corrupt storage file fails with any error type
+                    raise BagError(f"bag {self.path} is corrupt: cannot read {topic} "
+                                   f"({type(exc).__name__}: {exc})") from exc
+                if encoding in DEPTH_ENCODINGS:
+                    found.append(topic)
+            self._depth_topics = found
+        return list(self._depth_topics)
 
     def require_image_topics(self) -> list[ImageTopic]:
         """image_topics(), or BagError naming the bag's topics when it has none."""
@@ -222,6 +249,8 @@ def resolve_topic(question: QuestionRecord, bag: Bag, image_topics: list[ImageTo
     if topic not in bag.topics:
         raise TopicError(f"topic {topic} is not in the bag; its image topics: "
                          f"{', '.join(names)}")
+    if topic in bag.depth_topics():
+        raise TopicError(f"topic {topic} carries depth images, not colour frames")
     if topic not in names:
         raise TopicError(f"topic {topic} carries {bag.topics[topic]}, not {IMAGE} or "
                          f"{COMPRESSED_IMAGE}")

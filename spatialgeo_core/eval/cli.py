@@ -52,7 +52,9 @@ def cmd_eval_bag(args) -> int:
         model_id=_model_id(args), options=GenerationOptions(max_new_tokens=args.max_new_tokens),
         tolerance_ms=args.tolerance_ms, buffer_size=args.buffer_size,
         max_encoded=args.max_encoded, topic=args.topic, resume=args.resume,
-        default_unit=args.default_unit, progress=args.progress, model_dirs=_model_dirs(args))
+        default_unit=args.default_unit, progress=args.progress, model_dirs=_model_dirs(args),
+        depth_topic=args.depth_topic, depth_tolerance_ms=args.depth_tolerance_ms,
+        rectified=args.rectified)
     print(f"eval-bag: {summary_line(metrics, args.out)}")
     return 0
 
@@ -142,6 +144,15 @@ def add_parsers(sub) -> None:
                    help="frames kept per topic, as the node's cameras.buffer_size")
     b.add_argument("--max-encoded", type=int, default=4,
                    help="frames whose image features are kept, as the node's frames.max_encoded")
+    b.add_argument("--depth-topic", default=None,
+                   help="depth topic registered to the images (default: the bag's only 16UC1 "
+                        "or 32FC1 Image topic, if any): the regions' 3D positions are added")
+    b.add_argument("--depth-tolerance-ms", type=float, default=20.0,
+                   help="largest |depth stamp - frame stamp|, as the node's "
+                        "frames.depth_tolerance")
+    b.add_argument("--rectified", action="store_true",
+                   help="the images are rectified: intrinsics from CameraInfo's P, as the "
+                        "node's cameras.rectified")
     _add_common(b)
     b.set_defaults(func=cmd_eval_bag)
 

@@ -10,7 +10,10 @@
      "regions": [{"box": [x1, y1, x2, y2]}, {"mask_rle": {"size": [H, W], "counts": "..."}}],
      "reference": "Region [0] is 1.2 meters from Region [1].",
      "category": "distance_data",            # a SpatialRGPT-Bench category
-     "type": "quantitative"}                 # optional; must agree with the category
+     "type": "quantitative",                 # optional; must agree with the category
+     "positions": [{"object_center_m": [x, y, z], "visible_median_m": [x, y, z]}, ...]}
+                                             # optional: each region's 3D ground truth in the
+                                             # camera optical frame (eval-bag scores positions)
 
 A stamp (stamp_ns or stamp) or a frame_index is required; when both are given the stamp is used
 (through the node's frame selection) and the index is kept for the record. Stamp 0 means "the
@@ -77,6 +80,7 @@ class QuestionRecord:
     stamp_ns: int | None = None                # header stamp of the frame (None: use the index)
     frame_index: int | None = None             # n-th message of the topic, from 0
     topic: str | None = None                   # None: the bag's only image topic
+    positions: tuple[dict, ...] | None = None  # per region {truth name: [x, y, z] metres}
 
     @property
     def regions(self) -> tuple[Region, ...]:
@@ -202,10 +206,27 @@ def parse_question(obj, line: int = 0) -> QuestionRecord:
     if not isinstance(raw_regions, list):
         raise ValueError(f"'regions' must be a list, got {type(raw_regions).__name__}")
     regions = tuple(_region(r, i) for i, r in enumerate(raw_regions))
+    positions = _positions(obj.get("positions"), len(regions))
     return QuestionRecord(id=qid, line=line, question=question, reference=reference,
                           category=category, qa_type=qa_type, region_specs=regions,
                           stamp_ns=stamp_ns, frame_index=frame_index,
-                          topic=topic.strip() if topic else None)
+                          topic=topic.strip() if topic else None, positions=positions)
+
+
+def _positions(raw, n: int) -> tuple[dict, ...] | None:
+    """The optional 'positions' ground truth: one object per region, each value 3 numbers."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != n:
+        raise ValueError(f"'positions' must be a list with one entry per region ({n}), "
+                         f"got {raw!r}")
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not all(
+                isinstance(v, list) and len(v) == 3 and all(_is_number(c) for c in v)
+                for v in entry.values()):
+            raise ValueError(f"positions[{i}] must map names to [x, y, z] in metres, "
+                             f"got {entry!r}")
+    return tuple(dict(entry) for entry in raw)
 
 
 def read_questions(path: str | Path) -> tuple[list[QuestionRecord], list[LineError]]:

@@ -310,8 +310,12 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
                  options: GenerationOptions | None = None, tolerance_ms: float = 50.0,
                  buffer_size: int = 30, max_encoded: int = 4, topic: str | None = None,
                  resume: bool = False, default_unit: str | None = None,
-                 progress: bool = True, model_dirs: Iterable[str | Path] = ()) -> dict:
+                 progress: bool = True, model_dirs: Iterable[str | Path] = (),
+                 depth_topic: str | None = None, depth_tolerance_ms: float = 20.0,
+                 rectified: bool = False) -> dict:
     """Answer the questions of questions.jsonl about the frames of a bag; returns the metrics.
+    When the bag has a depth topic, each answer also gets its regions' 3D positions
+    (eval/bag_depth.py: `depth_topic` names one of several, `rectified` reads CameraInfo's P).
 
     load_pipeline is called once the questions, the output directory and the bag have been
     checked (a SpatialGeoPipeline, or anything with its `encode` and `answer`); model_dirs are
@@ -322,6 +326,11 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
     InterruptedRun saying where the answers so far are.
     """
     from spatialgeo_core.eval.bag import Bag, BagError, decode_rgb, match_frames
+    from spatialgeo_core.eval.bag_depth import (
+        BagDepth,
+        append_positions_section,
+        position_metrics,
+    )
     from spatialgeo_core.eval.run_identity import (
         bag_files,
         check_and_record,
@@ -354,6 +363,8 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
                     "model": model_identity(model_dirs, model_id),
                     "questions": {q.id: question_digest(q, topic) for q in questions}}
         check_and_record(out_dir, identity, done)
+        depth = BagDepth.open(bag, depth_topic, depth_tolerance_ms, rectified)
+        run_info["depth_topic"] = depth.depth_topic if depth is not None else "none"
         pipeline = load_pipeline() if todo else None
         model_id = model_id or str(getattr(pipeline, "model_path", "") or "")
         failure: BagError | None = None
@@ -368,8 +379,12 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
 
             try:
                 for match in match_frames(bag, todo, policy, buffer_size, max_encoded, topic):
-                    writer.write(_answer_match(pipeline, match, encode, options, model_id,
-                                               default_unit))
+                    record = _answer_match(pipeline, match, encode, options, model_id,
+                                           default_unit)
+                    if depth is not None and is_ok(record):
+                        q = match.question
+                        record.update(depth.record_fields(match, q.regions, q.positions))
+                    writer.write(record)
                     bar.update()
             except BagError as exc:
                 failure = exc
@@ -384,6 +399,10 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
     write_results(results_path, records + stale)  # one record per question, in file order
     run_info.update(run_info_common(model_id, options, started))
     metrics = finalize(out_dir, records, "SpatialGeo rosbag evaluation", run_info, default_unit)
+    if depth is not None:                         # region positions: metrics and report
+        metrics["positions"] = position_metrics(records)
+        write_metrics(out_dir, metrics)
+        append_positions_section(out_dir / "report.md", metrics["positions"])
     if failure is not None:
         raise BagError(f"{failure}; the {metrics['num_questions']} results computed so far are "
                        f"kept in {results_path} (metrics and report describe them)")

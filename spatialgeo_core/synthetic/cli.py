@@ -9,7 +9,8 @@ Layout under --out:
     test/bench.json            SpatialRGPT-Bench items; image root: test/images
     test/images/<id>.png
     test/scenes.jsonl
-    bag/test/                  with --bag: a rosbag2 of the test images and camera infos
+    bag/test/                  with --bag: a rosbag2 of the test images, camera infos and
+                               registered depth (--bag-depth)
     bag/questions.jsonl        with --bag: the test questions, stamped, for `spatialgeo eval-bag`
 """
 from __future__ import annotations
@@ -77,7 +78,11 @@ def add_parsers(subparsers) -> None:
                    help="publish CompressedImage instead of raw rgb8 Image")
     p.add_argument("--bag-regions", choices=["mask", "box", "alternate"], default="mask",
                    help="how questions.jsonl gives regions")
+    p.add_argument("--bag-depth", choices=["16UC1", "32FC1", "none"], default="16UC1",
+                   help="the registered depth images of the bag: 16UC1 (millimetres), 32FC1 "
+                        "(metres) or none")
     p.add_argument("--camera-topic", default="/camera/image_raw")
+    p.add_argument("--depth-topic", default="/camera/depth_registered/image_raw")
     p.add_argument("--info-topic", default="/camera/camera_info")
     p.set_defaults(func=cmd_make_world)
 
@@ -130,7 +135,9 @@ def cmd_make_world(args) -> int:
                         camera_topic=args.camera_topic, info_topic=args.info_topic,
                         storage=args.bag_storage, compressed=args.bag_compressed != "none",
                         compressed_format="jpeg" if args.bag_compressed == "jpeg" else "png",
-                        region_format=args.bag_regions)
+                        region_format=args.bag_regions,
+                        depth=None if args.bag_depth == "none" else args.bag_depth,
+                        depth_topic=args.depth_topic)
     elapsed = time.perf_counter() - start
 
     summary = {
@@ -139,6 +146,7 @@ def cmd_make_world(args) -> int:
         "bag": None if bag is None else {
             "path": str(bag.path.relative_to(out)), "storage": args.bag_storage,
             "image_topic": bag.image_topic, "info_topic": bag.info_topic,
+            "depth_topic": bag.depth_topic, "depth_encoding": args.bag_depth,
             "questions": str(bag.questions_path.relative_to(out)),
             "frames": len(bag.stamps_ns)},
         "conventions": "spatialgeo_core/synthetic/questions.py (ground truth), camera.py "

@@ -6,9 +6,11 @@
   region drawn: the model's processor draws the marks from `regions`.
 - `write_bench_json`: SpatialRGPT-Bench items through spatialgeo_core.eval.bench_format.
 - `write_bag`: a rosbag2 (sqlite3 or mcap) of sensor_msgs/Image (rgb8) or CompressedImage (png or
-  jpeg) and CameraInfo, stamped `period_ns` apart, and a questions.jsonl that `spatialgeo
-  eval-bag` reads: one JSON per line {id, stamp_ns, frame_index, topic, question, regions
-  ([{"box": [...]}] or [{"mask_rle": {...}}]), reference, category, type}.
+  jpeg) and CameraInfo, stamped `period_ns` apart, optionally the registered depth (16UC1 or
+  32FC1 Image, synthetic/depth_truth.py), and a questions.jsonl that `spatialgeo eval-bag`
+  reads: one JSON per line {id, stamp_ns, frame_index, topic, question, regions
+  ([{"box": [...]}] or [{"mask_rle": {...}}]), reference, category, type, positions (each
+  region's 3D ground truth, depth_truth.region_truth)}.
 - `write_scene_metadata`: one JSON per sample with the scene, camera and per-object ground truth.
 
 Boxes are [x1, y1, x2, y2) in pixels, x2 and y2 exclusive (the box of a mask's pixels, as
@@ -30,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from spatialgeo_core.optional import require
+from spatialgeo_core.synthetic.depth_truth import DEPTH_ENCODINGS, depth_array, region_truth
 from spatialgeo_core.synthetic.questions import QA
 from spatialgeo_core.synthetic.world import WorldSample
 
@@ -37,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000     # first header stamp of a bag
 DEFAULT_PERIOD_NS = 100_000_000                      # 0.1 s between frames
+DEFAULT_DEPTH_TOPIC = "/camera/depth_registered/image_raw"   # depth registered to the colour
 REGION_FORMATS = ("mask", "box", "alternate")
 _REGION_RE = re.compile(r"Region \[\d+\]")
 
@@ -203,6 +207,7 @@ class BagSummary:
     info_topic: str
     stamps_ns: tuple[int, ...]      # header stamp of each frame
     num_questions: int
+    depth_topic: str | None = None  # the registered depth images, when written
 
 
 def _typestore(distro: str):
@@ -236,7 +241,8 @@ def _question_record(sample: WorldSample, qa: QA, j: int, frame_index: int, stam
             regions.append({"box": region_box(sample, obj)})
     return {"id": f"{sample.id}-q{j}", "stamp_ns": stamp_ns, "frame_index": frame_index,
             "topic": topic, "question": qa.question, "regions": regions,
-            "reference": qa.answer, "category": qa.category, "type": qa.qa_type}
+            "reference": qa.answer, "category": qa.category, "type": qa.qa_type,
+            "positions": [region_truth(sample.rendering, obj) for obj in qa.regions]}
 
 
 def write_bag(path: str | Path, frames: Iterable[WorldSample],
@@ -245,7 +251,8 @@ def write_bag(path: str | Path, frames: Iterable[WorldSample],
               compressed: bool = False, *, compressed_format: str = "png",
               frame_id: str = "camera_optical_frame", start_ns: int = DEFAULT_START_NS,
               period_ns: int = DEFAULT_PERIOD_NS, questions_path: str | Path | None = None,
-              region_format: str = "mask", distro: str = "jazzy") -> BagSummary:
+              region_format: str = "mask", distro: str = "jazzy", depth: str | None = None,
+              depth_topic: str = DEFAULT_DEPTH_TOPIC) -> BagSummary:
     """Write the frames' images and camera infos to a new rosbag2 directory at `path`, and their
     questions to questions_path (default: questions.jsonl next to the bag directory).
 
@@ -253,7 +260,8 @@ def write_bag(path: str | Path, frames: Iterable[WorldSample],
     sensor_msgs/CompressedImage (compressed_format "png" or "jpeg") on camera_topic +
     "/compressed" instead of raw rgb8 Images on camera_topic. region_format: questions give
     regions as "mask" (COCO RLE), "box", or "alternate" between the two. distro: the typestore,
-    "jazzy" (rosbag2 format 9) or "humble" (format 8).
+    "jazzy" (rosbag2 format 9) or "humble" (format 8). depth: also write each frame's registered
+    depth on depth_topic, "16UC1" (mm) or "32FC1" (m), stamped as its colour image.
     """
     if storage not in ("sqlite3", "mcap"):
         raise ValueError(f"storage must be 'sqlite3' or 'mcap', got {storage!r}")
@@ -261,6 +269,8 @@ def write_bag(path: str | Path, frames: Iterable[WorldSample],
         raise ValueError(f"compressed_format must be 'png' or 'jpeg', got {compressed_format!r}")
     if region_format not in REGION_FORMATS:
         raise ValueError(f"region_format must be one of {REGION_FORMATS}, got {region_format!r}")
+    if depth is not None and depth not in DEPTH_ENCODINGS:
+        raise ValueError(f"depth must be None or one of {DEPTH_ENCODINGS}, got {depth!r}")
     if period_ns <= 0 or start_ns <= 0:
         raise ValueError(f"start_ns and period_ns must be > 0 (stamp 0 means 'latest'), got "
                          f"{start_ns}, {period_ns}")
@@ -279,6 +289,8 @@ def write_bag(path: str | Path, frames: Iterable[WorldSample],
     with Writer(path, version=version, storage_plugin=plugin) as writer:
         image_conn = writer.add_connection(image_topic, image_type, typestore=ts)
         info_conn = writer.add_connection(info_topic, "sensor_msgs/msg/CameraInfo", typestore=ts)
+        depth_conn = None if depth is None else writer.add_connection(
+            depth_topic, "sensor_msgs/msg/Image", typestore=ts)
         for i, sample in enumerate(frames):
             stamp = start_ns + i * period_ns
             cam = sample.rendering.camera
@@ -307,6 +319,14 @@ def write_bag(path: str | Path, frames: Iterable[WorldSample],
                                                           width=0, do_rectify=False))
             writer.write(info_conn, stamp, ts.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
             writer.write(image_conn, stamp, ts.serialize_cdr(msg, image_type))
+            if depth_conn is not None:
+                arr = depth_array(sample.rendering, depth)                    # [H, W]
+                depth_msg = T["sensor_msgs/msg/Image"](
+                    header=header, height=cam.height, width=cam.width, encoding=depth,
+                    is_bigendian=0, step=cam.width * arr.itemsize,
+                    data=arr.astype(arr.dtype.newbyteorder("<")).view(np.uint8).reshape(-1))
+                writer.write(depth_conn, stamp, ts.serialize_cdr(depth_msg,
+                                                                 "sensor_msgs/msg/Image"))
             stamps.append(stamp)
             records.extend(_question_record(sample, qa, j, i, stamp, image_topic, region_format)
                            for j, qa in enumerate(sample.qas))
@@ -317,7 +337,8 @@ def write_bag(path: str | Path, frames: Iterable[WorldSample],
     os.replace(tmp, questions_path)
     logger.info("wrote %d frames to %s (%s, %s) and %d questions to %s", len(stamps), path,
                 storage, image_topic, len(records), questions_path)
-    return BagSummary(path, questions_path, image_topic, info_topic, tuple(stamps), len(records))
+    return BagSummary(path, questions_path, image_topic, info_topic, tuple(stamps), len(records),
+                      None if depth is None else depth_topic)
 
 
 # ------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from spatialgeo_ros.action import SpatialQueryStream
 from spatialgeo_ros.msg import SpatialAnswer
 from spatialgeo_ros.srv import SpatialQuery
@@ -158,6 +158,28 @@ def image_msg(rgb: np.ndarray, ns: int, encoding: str = "rgb8", step: int | None
     return msg
 
 
+def depth_msg(depth: np.ndarray, ns: int, encoding: str,
+              frame_id: str = "test_camera_optical") -> Image:
+    """A depth image (16UC1 uint16 or 32FC1 float32 [H, W]), little-endian, rows unpadded."""
+    arr = np.ascontiguousarray(depth)
+    msg = Image(height=arr.shape[0], width=arr.shape[1], encoding=encoding, is_bigendian=0,
+                step=arr.shape[1] * arr.itemsize)
+    msg.header.stamp = stamp_msg(ns)
+    msg.header.frame_id = frame_id
+    msg.data = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+    return msg
+
+
+def camera_info_msg(width: int, height: int, fx: float, fy: float, cx: float, cy: float,
+                    ns: int = 0, frame_id: str = "test_camera_optical") -> CameraInfo:
+    msg = CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5,
+                     k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+                     p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+    msg.header.stamp = stamp_msg(ns)
+    msg.header.frame_id = frame_id
+    return msg
+
+
 class Client:
     """An rclpy node of the tests, spun by a multi-threaded executor in a background thread."""
 
@@ -210,6 +232,12 @@ class Client:
             self.node.create_subscription(SpatialAnswer, f"/{ns}/answers",
                                           self.answers[ns].add, 100)
         return self.answers[ns]
+
+    def watch(self, kind, topic: str) -> Collected:
+        """Every message of `topic` from now on (a reliable subscription, depth 100)."""
+        collected = Collected()
+        self.node.create_subscription(kind, topic, collected.add, 100)
+        return collected
 
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import keyword
 import re
+from pathlib import Path
 
 import pytest
 
+from spatialgeo_ros.positions_logic import PositionCode
 from spatialgeo_ros.service_logic import Status
 
 FIELD_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")        # rosidl's rule for field names
 CONSTANT_RE = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
 TYPE_FILE_RE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
-SHARED_RESULT_FIELDS = ("status", "answer", "has_value", "value", "unit", "header", "latency")
+SHARED_RESULT_FIELDS = ("status", "answer", "has_value", "value", "unit", "header", "latency",
+                        "positions", "positions_status")
 
 
 def interface_files(repo):
@@ -21,8 +24,8 @@ def interface_files(repo):
 def test_the_interfaces_exist(repo):
     names = {p.relative_to(repo).as_posix() for p in interface_files(repo)}
     assert names == {"msg/GenerationLimits.msg", "msg/QueryStatus.msg", "msg/Region.msg",
-                     "msg/SpatialAnswer.msg", "srv/SpatialQuery.srv",
-                     "action/SpatialQueryStream.action"}
+                     "msg/SpatialAnswer.msg", "msg/RegionPosition.msg", "msg/PositionStatus.msg",
+                     "srv/SpatialQuery.srv", "action/SpatialQueryStream.action"}
 
 
 def test_each_file_parses_with_rosbags_and_resolves_its_types(interfaces):
@@ -51,6 +54,32 @@ def test_status_constants_match_the_python_enum(interfaces):
     cls = ts.get_msgdef(names["QueryStatus"]).cls
     constants = {k: v for k, v in vars(cls).items() if CONSTANT_RE.match(k)}
     assert constants == {s.name: s.value for s in Status}
+
+
+def test_position_status_constants_match_the_python_enum(interfaces):
+    ts, names = interfaces
+    cls = ts.get_msgdef(names["PositionStatus"]).cls
+    constants = {k: v for k, v in vars(cls).items() if CONSTANT_RE.match(k)}
+    assert constants == {c.name: c.value for c in PositionCode}
+    msg = Path(__file__).parents[2] / "msg" / "PositionStatus.msg"
+    for line in msg.read_text().splitlines():
+        decl = line.split("#")[0].strip()
+        if "=" in decl:
+            assert CONSTANT_RE.match(decl.split()[1].split("=")[0]), line
+
+
+def test_region_position_fields(interfaces):
+    """The per-region fields the issue asks for: point, size, valid flag, frame_id (header)."""
+    ts, names = interfaces
+    fields = _fields(ts, names["RegionPosition"])
+    assert list(fields) == ["valid", "header", "center", "size", "valid_pixels",
+                            "region_pixels"]
+    assert fields["center"][1] == "geometry_msgs/msg/Point"
+    assert fields["size"][1] == "geometry_msgs/msg/Vector3"
+    assert fields["header"][1] == "std_msgs/msg/Header"
+    resp = _fields(ts, names["SpatialQuery_Response"])
+    assert resp["positions"][1][0][1] == names["RegionPosition"]          # a sequence of them
+    assert resp["positions_status"][1] == names["PositionStatus"]
 
 
 @pytest.mark.parametrize("required", ["OK", "NO_FRAME", "STALE_FRAME", "INVALID_REQUEST",

@@ -4,9 +4,10 @@ launch/spatialgeo_params.yaml and the embedded model, driven over DDS by an rclp
 
 Needs a sourced ROS 2 environment with this package built: `scripts/ros2_env.sh DIR` makes one
 from PyPI's wheels. Skipped with a reason elsewhere; .ci/run runs these through `colcon test` and
-fails when they did not run. The tests share three node processes and run in file order:
+fails when they did not run. The tests share four node processes and run in file order:
 /sglive (lifecycle, queries, action, bad input, the burst, cleanup, one Ctrl-C), /sgcomp
-(cameras.transport compressed, two Ctrl-C) and /sgfin (finalized).
+(cameras.transport compressed, annotated image and markers off, two Ctrl-C), /sgfin (finalized)
+and /sgdepth (cameras.depth: region positions, annotated_image, markers, bad depth input).
 """
 from __future__ import annotations
 
@@ -34,15 +35,18 @@ from live_ros import (  # noqa: E402
     Camera,
     Client,
     NodeProcess,
+    camera_info_msg,
+    depth_msg,
     image_msg,
     rgb_frame,
     seconds,
     stamp_ns,
     wait_future,
 )
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from spatialgeo_ros.action import SpatialQueryStream  # noqa: E402
-from spatialgeo_ros.msg import QueryStatus, Region  # noqa: E402
+from spatialgeo_ros.msg import PositionStatus, QueryStatus, Region  # noqa: E402
+from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from spatialgeo_ros.params import PARAMS  # noqa: E402
 
@@ -53,7 +57,7 @@ OK, BUSY = QueryStatus.OK, QueryStatus.BUSY
 INVALID, NOT_READY = QueryStatus.INVALID_REQUEST, QueryStatus.MODEL_NOT_READY
 NO_FRAME, STALE = QueryStatus.NO_FRAME, QueryStatus.STALE_FRAME
 INFERENCE_ERROR, CANCELLED = QueryStatus.INFERENCE_ERROR, QueryStatus.CANCELLED
-LIVE, COMP, FIN = "sglive", "sgcomp", "sgfin"
+LIVE, COMP, FIN, DEPTH = "sglive", "sgcomp", "sgfin", "sgdepth"
 BURST_SERVICE_CALLS, BURST_GOALS = 64, 16
 DEFAULTS = {p.name: p.default for p in PARAMS}
 
@@ -171,6 +175,9 @@ def test_latest_and_stamped_queries(client, live, camera):
     assert seconds(exact.latency) > 0.0
     if exact.has_value:
         assert exact.unit in ("m", "o'clock") and math.isfinite(exact.value)
+    # cameras.depth is off: the position fields say so, one entry per region
+    assert exact.positions_status.code == PositionStatus.NO_DEPTH
+    assert [p.valid for p in exact.positions] == [False, False]
     near = client.query(LIVE, "How far is Region [0] from Region [1]?", stamp=ns + 30_000_000,
                         regions=regions, max_new_tokens=24)
     assert near.status.code == OK and stamp_ns(near.header.stamp) == ns
@@ -460,9 +467,15 @@ def encode(rgb: np.ndarray, ext: str) -> bytes:
 
 
 def test_compressed_images_and_two_ctrl_c(client, tmp_path):
-    node = NodeProcess(COMP, tmp_path / "sgcomp.log", {"cameras.transport": "compressed"})
+    node = NodeProcess(COMP, tmp_path / "sgcomp.log", {"cameras.transport": "compressed",
+                                                       "output.publish_annotated": "false",
+                                                       "output.publish_markers": "false"})
     try:
         activate(client, node)
+        # the annotated image and the markers are off by parameter: no publisher at all
+        assert client.node.count_publishers(f"/{COMP}/answers") == 1
+        assert client.node.count_publishers(f"/{COMP}/annotated_image") == 0
+        assert client.node.count_publishers(f"/{COMP}/markers") == 0
         pub = client.publisher(CompressedImage, f"/{COMP}/image")
 
         def send(data: bytes, fmt: str) -> int:
@@ -508,3 +521,212 @@ def test_a_finalized_node_says_so(client, tmp_path):
         assert_clean_exit(node, node.wait(60.0))
     finally:
         node.stop()
+
+
+# ---- depth: region positions, the annotated image, markers --------------------------------------
+@pytest.fixture(scope="module")
+def scene():
+    """A 128x128 frame of the synthetic world, its registered depth (16UC1 and 32FC1), two
+    regions (an object's mask, another's box) and the positions the core gives them."""
+    from types import SimpleNamespace
+
+    from spatialgeo_core.depth import depth_from_array
+    from spatialgeo_core.intrinsics import CameraIntrinsics
+    from spatialgeo_core.region_positions import region_positions
+    from spatialgeo_core.synthetic.depth_truth import depth_array
+    from spatialgeo_core.synthetic.world import make_sample
+    from spatialgeo_core.types import Region as CoreRegion
+
+    sample = make_sample(0, "test", 2)
+    r, cam = sample.rendering, sample.rendering.camera
+    a, b = sample.regions[:2]
+    mask, box2d = r.mask(a), r.objects[b].box2d
+    core = [CoreRegion(mask=mask), CoreRegion(box=tuple(float(v) for v in box2d))]
+    depth16 = depth_array(r, "16UC1")
+    intr = CameraIntrinsics(cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
+    mask_msg = Image(height=cam.height, width=cam.width, encoding="mono8", step=cam.width,
+                     data=(mask.astype(np.uint8) * 255).tobytes())
+    return SimpleNamespace(
+        rgb=sample.rgb, cam=cam, depth16=depth16, depth32=depth_array(r, "32FC1"),
+        regions=[Region(mask=mask_msg), box(*box2d)], core_regions=core,
+        expected=region_positions(depth_from_array(depth16), core, intr),
+        info=camera_info_msg(cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy))
+
+
+@pytest.fixture(scope="module")
+def depth_node(client, tmp_path_factory):
+    node = NodeProcess(DEPTH, tmp_path_factory.mktemp("depth") / "sgdepth.log",
+                       {"cameras.depth": "true"})
+    yield node
+    node.stop()
+
+
+def publish(client: Client, kind, topic: str, msg, times: int = 3) -> None:
+    pub = client.publisher(kind, topic)
+    for _ in range(times):
+        pub.publish(msg)
+        time.sleep(0.05)
+
+
+def send_frame(client: Client, scene, depth=None, encoding: str = "16UC1") -> int:
+    """A colour frame stamped now, after its depth image (if any); its stamp."""
+    ns = client.now_ns()
+    if depth is not None:
+        publish(client, Image, f"/{DEPTH}/depth", depth_msg(depth, ns, encoding))
+    publish(client, Image, f"/{DEPTH}/image", image_msg(scene.rgb, ns))
+    time.sleep(0.3)
+    return ns
+
+
+def ask_depth(client: Client, scene, ns: int):
+    return client.query(DEPTH, "How far is Region [0] from Region [1]?", stamp=ns,
+                        regions=scene.regions, max_new_tokens=8)
+
+
+def wait_for(collected, t0: float, stamp: int, timeout: float = 15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        hits = [m for m in collected.since(t0) if stamp_ns(header_of(m).stamp) == stamp]
+        if hits:
+            return hits[-1]
+        time.sleep(0.1)
+    return None
+
+
+def header_of(msg):
+    return msg.markers[0].header if isinstance(msg, MarkerArray) else msg.header
+
+
+def test_depth_positions_need_camera_info_then_arrive(client, depth_node, scene):
+    """Without CameraInfo the answer comes with NO_CAMERA_INFO; with it, every region has the
+    position the core computes from the same depth, in the frame answered about."""
+    activate(client, depth_node)
+    assert client.node.count_publishers(f"/{DEPTH}/annotated_image") == 1
+    assert client.node.count_publishers(f"/{DEPTH}/markers") == 1
+    deadline = time.monotonic() + 30.0
+    while True:                     # a new best-effort subscription matches within a second
+        ns = send_frame(client, scene, scene.depth16)
+        reply = ask_depth(client, scene, ns)
+        if reply.status.code == OK or time.monotonic() > deadline:
+            break
+    assert reply.status.code == OK, reply.status.message
+    assert reply.positions_status.code == PositionStatus.NO_CAMERA_INFO
+    assert reply.answer and [p.valid for p in reply.positions] == [False, False]
+
+    publish(client, CameraInfo, f"/{DEPTH}/camera_info", scene.info)
+    time.sleep(0.3)
+    reply = ask_depth(client, scene, ns)
+    assert reply.status.code == OK and reply.positions_status.code == PositionStatus.OK, \
+        reply.positions_status.message
+    for got, expected in zip(reply.positions, scene.expected, strict=True):
+        assert got.valid and got.valid_pixels == expected.valid_pixels > 0
+        assert got.region_pixels == expected.region_pixels
+        np.testing.assert_allclose([got.center.x, got.center.y, got.center.z],
+                                   expected.center_m, atol=1e-4)
+        np.testing.assert_allclose([got.size.x, got.size.y, got.size.z], expected.size_m,
+                                   atol=1e-4)
+        assert stamp_ns(got.header.stamp) == ns
+        assert got.header.frame_id == "test_camera_optical"
+
+
+def test_annotated_image_markers_and_answers_carry_them(client, depth_node, scene):
+    from spatialgeo_core.regions import PALETTE, draw_regions
+
+    activate(client, depth_node)
+    annotated = client.watch(Image, f"/{DEPTH}/annotated_image")
+    markers = client.watch(MarkerArray, f"/{DEPTH}/markers")
+    answers = client.watch_answers(DEPTH)
+    publish(client, CameraInfo, f"/{DEPTH}/camera_info", scene.info)
+    time.sleep(1.0)                                  # the subscriptions are matched
+    t0 = time.monotonic()
+    ns = send_frame(client, scene, scene.depth32, "32FC1")
+    reply = ask_depth(client, scene, ns)
+    assert reply.status.code == OK and reply.positions_status.code == PositionStatus.OK
+
+    image = wait_for(annotated, t0, ns)
+    assert image is not None, "no annotated image"
+    assert image.header.frame_id == "test_camera_optical" and image.encoding == "rgb8"
+    pixels = np.frombuffer(bytes(image.data), np.uint8).reshape(image.height, image.width, 3)
+    h = scene.rgb.shape[0]
+    assert image.height > h and image.width == scene.rgb.shape[1]
+    np.testing.assert_array_equal(pixels[:h], np.asarray(draw_regions(scene.rgb,
+                                                                      scene.core_regions)))
+
+    array = wait_for(markers, t0, ns)
+    assert array is not None, "no markers"
+    kinds = [(m.action, m.type, m.id) for m in array.markers]
+    assert kinds[0][0] == Marker.DELETEALL
+    cubes = [m for m in array.markers if m.type == Marker.CUBE]
+    texts = [m.text for m in array.markers if m.type == Marker.TEXT_VIEW_FACING]
+    assert [c.id for c in cubes] == [0, 1] and texts[:2] == ["[0]", "[1]"]
+    for cube, position in zip(cubes, reply.positions, strict=True):
+        assert (cube.pose.position.x, cube.pose.position.y, cube.pose.position.z) == (
+            position.center.x, position.center.y, position.center.z)
+        assert cube.header.frame_id == "test_camera_optical"
+    assert (round(cubes[1].color.r * 255), round(cubes[1].color.g * 255),
+            round(cubes[1].color.b * 255)) == PALETTE[1]
+    assert texts[-1].split() == reply.answer.split()                  # wrapped into lines
+
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end and not [a for a in answers.since(t0)
+                                          if stamp_ns(a.header.stamp) == ns]:
+        time.sleep(0.1)
+    published = [a for a in answers.since(t0) if stamp_ns(a.header.stamp) == ns][-1]
+    assert published.positions_status.code == PositionStatus.OK
+    assert [p.center.z for p in published.positions] == [p.center.z for p in reply.positions]
+
+
+def test_action_result_carries_positions(client, depth_node, scene):
+    activate(client, depth_node)
+    publish(client, CameraInfo, f"/{DEPTH}/camera_info", scene.info)
+    ns = send_frame(client, scene, scene.depth16)
+    action = client.action(DEPTH)
+    handle = wait_future(action.send_goal_async(
+        goal("How far is Region [0] from Region [1]?", 8, ns, scene.regions)), 60.0)
+    result = wait_future(handle.get_result_async(), 180.0)
+    assert result is not None and result.result.status.code == OK
+    assert result.result.positions_status.code == PositionStatus.OK
+    np.testing.assert_allclose([p.center.z for p in result.result.positions],
+                               [p.center_m[2] for p in scene.expected], atol=1e-4)
+
+
+BAD_DEPTH = {
+    "wrong size": (lambda s: (s.depth16[::2, ::2], "16UC1"), PositionStatus.INVALID_DEPTH,
+                   "registered to the colour image"),
+    "wrong encoding": (lambda s: (s.depth16, "mono16"), PositionStatus.INVALID_DEPTH,
+                       "16UC1 or 32FC1, got 'mono16'"),
+    "all pixels invalid": (lambda s: (np.zeros_like(s.depth16), "16UC1"),
+                           PositionStatus.NO_VALID_DEPTH, "Region [0]: none of its"),
+    "no depth image": (lambda s: (None, ""), PositionStatus.NO_DEPTH_FRAME,
+                       "frames.depth_tolerance"),
+}
+
+
+def test_every_bad_depth_input_gets_a_status_and_the_answer_still_comes(client, depth_node,
+                                                                        scene):
+    activate(client, depth_node)
+    publish(client, CameraInfo, f"/{DEPTH}/camera_info", scene.info)
+    for what, (make, code, match) in BAD_DEPTH.items():
+        depth, encoding = make(scene)
+        ns = send_frame(client, scene, depth, encoding)
+        reply = ask_depth(client, scene, ns)
+        assert reply.status.code == OK and reply.answer, f"{what}: {reply.status.message}"
+        assert reply.positions_status.code == code, f"{what}: {reply.positions_status.message}"
+        assert match in reply.positions_status.message, what
+        assert len(reply.positions) == 2 and not all(p.valid for p in reply.positions), what
+    bad_info = CameraInfo(width=scene.cam.width, height=scene.cam.height)  # not calibrated
+    publish(client, CameraInfo, f"/{DEPTH}/camera_info", bad_info)
+    time.sleep(0.3)
+    ns = send_frame(client, scene, scene.depth16)
+    reply = ask_depth(client, scene, ns)
+    assert reply.status.code == OK
+    assert reply.positions_status.code == PositionStatus.INVALID_CAMERA_INFO
+    assert "K is zero" in reply.positions_status.message
+    publish(client, CameraInfo, f"/{DEPTH}/camera_info", scene.info)       # good again
+    time.sleep(0.3)
+    reply = ask_depth(client, scene, ns)
+    assert reply.positions_status.code == PositionStatus.OK
+    out = depth_node.output()
+    assert depth_node.alive() and "Traceback" not in out
+    depth_node.sigint()
+    assert_clean_exit(depth_node, depth_node.wait(60.0))

@@ -21,7 +21,7 @@ IMPORT_KEYS = {
     "launch_ros": "launch_ros", "ament_index_python": "ament_index_python",
     "numpy": "python3-numpy", "PIL": "python3-pil", "yaml": "python3-yaml",
     "torch": "python3-torch", "rosbag2_interfaces": "rosbag2_interfaces",
-    "cv2": "python3-opencv",
+    "cv2": "python3-opencv", "visualization_msgs": "visualization_msgs",
 }
 # setup.py install_requires -> package.xml key; None: no rosdep key, installed with pip (the
 # README says so and package.xml names them in a comment)
@@ -33,7 +33,8 @@ REQUIREMENT_KEYS = {
 }
 ROS_MODULES = {"rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "builtin_interfaces",
                "diagnostic_msgs", "lifecycle_msgs", "action_msgs", "cv_bridge", "launch",
-               "launch_ros", "ament_index_python", "rosidl_runtime_py"}
+               "launch_ros", "ament_index_python", "rosidl_runtime_py", "visualization_msgs",
+               "geometry_msgs"}
 OWN = {"spatialgeo_core", "spatialgeo_ros"}
 
 
@@ -109,7 +110,7 @@ def test_interface_dependencies_are_declared(repo, package):
         for path in (repo / folder).glob("*"):
             used |= set(re.findall(r"^\s*([a-z_]+)/[A-Z]\w*", path.read_text(), re.M))
     used -= {"spatialgeo_ros"}
-    assert used == {"std_msgs", "sensor_msgs", "builtin_interfaces"}
+    assert used == {"std_msgs", "sensor_msgs", "builtin_interfaces", "geometry_msgs"}
     build = {d.name for d in package.build_depends}
     cmake = (repo / "CMakeLists.txt").read_text()
     deps_line = re.search(r"DEPENDENCIES ([^\n)]*)", cmake).group(1).split()
@@ -181,8 +182,8 @@ def _launch_arguments(repo):
 def test_launch_file_declares_the_described_arguments(repo):
     args = _launch_arguments(repo)
     assert set(args) == {"namespace", "params_file", "model_path", "load_4bit", "device",
-                         "image_topic", "camera_info_topic", "use_sim_time", "log_level",
-                         "autostart"}
+                         "image_topic", "camera_info_topic", "depth_topic", "use_sim_time",
+                         "log_level", "autostart"}
     for name, description in args.items():
         assert isinstance(description, ast.Constant) and len(description.value) > 10, name
     text = (repo / "launch" / "bringup.launch.py").read_text()
@@ -202,7 +203,8 @@ def test_the_node_declares_every_parameter_from_the_table(repo):
 def test_plain_modules_import_without_ros():
     code = ("import sys\n"
             "import spatialgeo_core.frames, spatialgeo_ros.params, spatialgeo_ros.conversions\n"
-            "import spatialgeo_ros.service_logic\n"
+            "import spatialgeo_ros.service_logic, spatialgeo_ros.positions_logic\n"
+            "import spatialgeo_ros.geometry_conversions\n"
             f"ros = set({sorted(ROS_MODULES)!r})\n"
             "bad = sorted({m.split('.')[0] for m in sys.modules} & ros)\n"
             "assert not bad, bad\n"

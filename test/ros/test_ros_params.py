@@ -9,6 +9,7 @@ from spatialgeo_ros.params import (
     PARAMS,
     camera_topics,
     defaults,
+    depth_topics,
     flatten_yaml_params,
     launch_overrides,
     params_from_values,
@@ -79,6 +80,22 @@ def test_camera_topics_are_relative():
     assert camera_topics(("front", "wrist")) == {
         "front": ("front/image", "front/camera_info"),
         "wrist": ("wrist/image", "wrist/camera_info")}
+    assert depth_topics(("camera",)) == {"camera": "depth"}
+    assert depth_topics(("front", "wrist")) == {"front": "front/depth", "wrist": "wrist/depth"}
+
+
+def test_depth_and_output_parameters_reach_the_dataclasses():
+    p = params_from_values({})
+    assert (p.cameras.depth, p.cameras.rectified, p.frames.depth_tolerance) == (False, False,
+                                                                                0.02)
+    assert p.output.publish_annotated and p.output.publish_markers
+    p = params_from_values({"cameras.depth": True, "cameras.rectified": True,
+                            "frames.depth_tolerance": 0.1, "output.publish_annotated": False,
+                            "output.publish_markers": False})
+    assert (p.cameras.depth, p.cameras.rectified, p.frames.depth_tolerance) == (True, True, 0.1)
+    assert not p.output.publish_annotated and not p.output.publish_markers
+    with pytest.raises(ValueError, match="frames.depth_tolerance must be <= 1.0"):
+        params_from_values({"frames.depth_tolerance": 2.0})
 
 
 def test_default_yaml_holds_exactly_the_declared_parameters(repo):

@@ -1,5 +1,6 @@
 """Synthetic world writers: LLaVA JSON, SpatialRGPT-Bench JSON round trip, ROS 2 bags in both
-storage formats with raw and compressed images, questions.jsonl, and `make-world`."""
+storage formats with raw and compressed images and registered depth (16UC1, 32FC1),
+questions.jsonl with its 3D ground truth, and `make-world`."""
 import argparse
 import json
 
@@ -9,6 +10,7 @@ from PIL import Image
 
 from spatialgeo_core.errors import ConfigError
 from spatialgeo_core.eval.bench_format import decode_rle, read_bench, reference_value
+from spatialgeo_core.image_msgs import depth_to_meters
 from spatialgeo_core.synthetic import cli as world_cli
 from spatialgeo_core.synthetic import (
     iter_samples,
@@ -17,7 +19,12 @@ from spatialgeo_core.synthetic import (
     write_llava_json,
     write_scene_metadata,
 )
-from spatialgeo_core.synthetic.writers import DEFAULT_PERIOD_NS, DEFAULT_START_NS
+from spatialgeo_core.synthetic.depth_truth import region_truth
+from spatialgeo_core.synthetic.writers import (
+    DEFAULT_DEPTH_TOPIC,
+    DEFAULT_PERIOD_NS,
+    DEFAULT_START_NS,
+)
 
 # pycocotools' decode trips a NumPy 2 deprecation inside the library itself
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -183,7 +190,8 @@ def test_bag_reads_back_with_rosbags(tmp_path, test_samples, storage, compressed
     kinds = set()
     for rec, (i, sample, j, qa) in zip(lines, qas, strict=True):
         assert set(rec) == {"id", "stamp_ns", "frame_index", "topic", "question", "regions",
-                            "reference", "category", "type"}
+                            "reference", "category", "type", "positions"}
+        assert rec["positions"] == [region_truth(sample.rendering, obj) for obj in qa.regions]
         assert rec["frame_index"] == i and rec["stamp_ns"] == stamps[i]
         assert rec["topic"] == image_topic and rec["id"] == f"{sample.id}-q{j}"
         assert (rec["question"], rec["reference"]) == (qa.question, qa.answer)
@@ -199,6 +207,44 @@ def test_bag_reads_back_with_rosbags(tmp_path, test_samples, storage, compressed
                 kinds.add("box")
                 assert region["box"] == list(sample.rendering.objects[obj].box2d)
     assert kinds == {"mask", "box"}
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
+def test_bag_depth_topic_round_trips(tmp_path, test_samples, encoding):
+    """The registered depth: one Image per colour frame, same stamp and frame_id, the colour
+    image's size, and the renderer's z-depth back through the node's decoder (to the millimetre
+    for 16UC1, exactly for 32FC1; the sky is no measurement)."""
+    pytest.importorskip("rosbags", reason="rosbags is in the [eval] extra")
+    summary = write_bag(tmp_path / "bag", test_samples, depth=encoding)
+    assert summary.depth_topic == DEFAULT_DEPTH_TOPIC
+    types, msgs = _read_bag(tmp_path / "bag")
+    assert types[DEFAULT_DEPTH_TOPIC] == "sensor_msgs/msg/Image"
+    pairs = zip(msgs["/camera/image_raw"], msgs[DEFAULT_DEPTH_TOPIC], test_samples, strict=True)
+    for (t, img), (t_depth, depth), sample in pairs:
+        assert t == t_depth and depth.header == img.header
+        assert (depth.encoding, depth.height, depth.width) == (encoding, img.height, img.width)
+        assert depth.step == depth.width * (2 if encoding == "16UC1" else 4)
+        metres = depth_to_meters(depth)                                   # [H, W]
+        truth = sample.rendering.depth
+        # no measurement: the sky, and for 16UC1 the ground beyond 65.535 m
+        far = ~np.isfinite(truth) | ((truth > 65.5355) if encoding == "16UC1" else False)
+        assert far.any() and np.isnan(metres[far]).all() and not np.isnan(metres[~far]).any()
+        tol = 0.0005 if encoding == "16UC1" else 0.0
+        np.testing.assert_allclose(metres[~far], truth[~far], rtol=0, atol=tol + 1e-6)
+    with pytest.raises(ValueError, match="depth"):
+        write_bag(tmp_path / "b", test_samples, depth="mono16")
+
+
+def test_region_truth_is_what_the_depth_shows(test_samples):
+    """visible_median_m is the median of the visible pixels' points; the object centre is behind
+    it (further along the optical axis)."""
+    sample = test_samples[0]
+    for obj in sample.regions:
+        truth = region_truth(sample.rendering, obj)
+        points = sample.rendering.points[sample.rendering.mask(obj)]
+        np.testing.assert_allclose(truth["visible_median_m"], np.median(points, axis=0),
+                                   atol=1e-4)
+        assert truth["object_center_m"][2] > truth["visible_median_m"][2]
 
 
 def test_bag_rejects_bad_arguments(tmp_path, test_samples):
@@ -241,10 +287,25 @@ def test_make_world_writes_everything(tmp_path, capsys):
     assert len(scenes) == 2 and "objects" in json.loads(scenes[0])
     questions = (out / "bag" / "questions.jsonl").read_text().splitlines()
     assert [json.loads(q)["reference"] for q in questions] == [i.reference_answer for i in items]
-    types, _ = _read_bag(out / "bag" / "test")
+    types, msgs = _read_bag(out / "bag" / "test")
     assert "/camera/image_raw" in types
+    assert {m.encoding for _, m in msgs[DEFAULT_DEPTH_TOPIC]} == {"16UC1"}     # by default
+    assert summary["bag"]["depth_topic"] == DEFAULT_DEPTH_TOPIC
     with pytest.raises(ConfigError, match="exists"):
         _make_world(argv)
+
+
+@pytest.mark.parametrize("depth", ["32FC1", "none"])
+def test_make_world_bag_depth_variants(tmp_path, depth):
+    pytest.importorskip("rosbags", reason="rosbags is in the [eval] extra")
+    out = tmp_path / "world"
+    assert _make_world(["make-world", "--out", str(out), "--train", "0", "--test", "1",
+                        "--size", "48", "--bag", "--bag-depth", depth]) == 0
+    types, msgs = _read_bag(out / "bag" / "test")
+    if depth == "none":
+        assert set(types) == {"/camera/image_raw", "/camera/camera_info"}
+    else:
+        assert {m.encoding for _, m in msgs[DEFAULT_DEPTH_TOPIC]} == {depth}
 
 
 def _training_answers(tmp_path, *options: str) -> list[str]:
