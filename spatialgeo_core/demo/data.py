@@ -66,10 +66,12 @@ class DemoWorld:
     wording: str = "facts"
     naming: str = "per_question"
     drill_share: float = 0.0
+    caption_drill_share: float = 0.0
 
     def __post_init__(self):
-        if not 0.0 <= self.drill_share <= 1.0:
-            raise ValueError(f"drill_share must be in [0, 1], got {self.drill_share}")
+        for name in ("drill_share", "caption_drill_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     def train_config(self) -> WorldConfig:
         """The training split: qa_per_image questions, metric answers."""
@@ -165,7 +167,11 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
     per_question = world.naming == "per_question"
     write_llava_json(tap(iter_samples(world.train_images, world.seed, "train", train_cfg)),
                      paths["train"], paths["images"], extra=extra, per_question=per_question)
-    paths["captions"].write_text(json.dumps(captions), encoding="utf-8")
+    # stage 1 keeps drilling the conclusion while the LLaMA learns to read the regions
+    # (caption_drill_share drills per caption, evenly spaced over all drills)
+    n = min(len(all_drills), round(world.caption_drill_share * len(captions)))
+    stage1 = captions + [all_drills[i * len(all_drills) // n] for i in range(n)]
+    paths["captions"].write_text(json.dumps(stage1), encoding="utf-8")
     paths["drills"].write_text(json.dumps(all_drills), encoding="utf-8")
     test_cfg = world.test_config()
     write_bench_json(iter_samples(world.test_images, world.seed, "test", test_cfg),

@@ -326,6 +326,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "scene)")
     p.add_argument("--drill-share", type=float, default=d.drill_share,
                    help="text-only drills of the conclusion per facts answer (0: none)")
+    p.add_argument("--caption-drill-share", type=float, default=d.caption_drill_share,
+                   help="stage 1: drills of the conclusion (stated facts -> relation) per "
+                        "caption; keeps stage 0's skill while stage 1 learns to read regions")
     p.add_argument("--vocab-size", type=int, default=768)
     p.add_argument("--tower-images", type=int, default=3000)
     p.add_argument("--semantic-steps", type=int, default=1500)
@@ -354,7 +357,8 @@ def run(args: argparse.Namespace) -> dict:
                       train_images=args.train_images,
                       test_images=args.test_images, qa_per_image=args.qa_per_image,
                       caption_every=args.caption_every, wording=args.wording,
-                      naming=args.naming, drill_share=args.drill_share)
+                      naming=args.naming, drill_share=args.drill_share,
+                      caption_drill_share=args.caption_drill_share)
     started = time.time()
     summary: dict = {"prepare": prepare(out, world, args.tower_images, args.semantic_steps,
                                         args.geometry_steps, args.vocab_size)}
