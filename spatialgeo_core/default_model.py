@@ -92,14 +92,14 @@ def _demo_questions(world):
 def _run_world_demo(pipe, path: Path) -> int:
     """A held-out synthetic scene, a comparison and a distance question about two of its regions:
     the model's facts, its conclusion (as the scorer reads it) and the ground truth."""
-    from spatialgeo_core.demo.data import DemoWorld
-    from spatialgeo_core.eval.answer_parsing import (
+    from spatialgeo_core.answer_parsing import (
         category_kind,
         category_relation,
         parse_choice,
         parse_distance_m,
         parse_predicate,
     )
+    from spatialgeo_core.demo.data import DemoWorld
     from spatialgeo_core.synthetic.facts import RELATION_QUANTITY, fact_sentence
     from spatialgeo_core.types import GenerationOptions, Region
 

@@ -205,9 +205,9 @@ def _place(out: QueryOutcome, frame: Frame, camera: str) -> QueryOutcome:
 def parse_answer_value(text: str) -> tuple[float, str] | None:
     """(value, unit) of a quantitative answer, or None (also while the parser is missing)."""
     try:
-        from spatialgeo_core.eval.answer_parsing import parse_metric_value
+        from spatialgeo_core.answer_parsing import parse_metric_value
     except ImportError:
-        logger.debug("spatialgeo_core.eval.answer_parsing is missing: answers carry no value")
+        logger.debug("spatialgeo_core.answer_parsing is missing: answers carry no value")
         return None
     return parse_metric_value(text)
 

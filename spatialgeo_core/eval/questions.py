@@ -34,8 +34,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from spatialgeo_core.answer_parsing import category_kind
 from spatialgeo_core.errors import InvalidRegionError, SpatialGeoError
-from spatialgeo_core.eval.answer_parsing import category_kind
 from spatialgeo_core.eval.bench_format import QA_TYPES, check_rle, decode_rle
 from spatialgeo_core.types import Region
 

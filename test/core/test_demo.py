@@ -87,8 +87,8 @@ def test_the_embedded_model_answers_held_out_lengths_in_readable_metres():
     """Twenty held-out length questions: every answer reads as a length (a random model's does
     not), and at least 7 are within the bench's 25 % (measured 10; each category's training
     median gets 39 % of the 400 held-out questions there; eval_metrics.json has the full score)."""
+    from spatialgeo_core.answer_parsing import QUANTITATIVE_CATEGORIES, parse_distance_m
     from spatialgeo_core.demo.data import DemoWorld
-    from spatialgeo_core.eval.answer_parsing import QUANTITATIVE_CATEGORIES, parse_distance_m
     from spatialgeo_core.pipeline import SpatialGeoPipeline
     from spatialgeo_core.synthetic import make_sample
     from spatialgeo_core.types import GenerationOptions, Region

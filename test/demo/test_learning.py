@@ -21,6 +21,7 @@ from PIL import Image
 
 pytest.importorskip("pycocotools")
 
+from spatialgeo_core.answer_parsing import parse_choice, parse_predicate  # noqa: E402
 from spatialgeo_core.checkpoint.ours import save_ours  # noqa: E402
 from spatialgeo_core.cli import main  # noqa: E402
 from spatialgeo_core.demo.reproduce import CONFIG_DIR  # noqa: E402
@@ -30,7 +31,6 @@ from spatialgeo_core.demo.towers import (  # noqa: E402
     pretrain_semantic,
     tower_data,
 )
-from spatialgeo_core.eval.answer_parsing import parse_choice, parse_predicate  # noqa: E402
 from spatialgeo_core.model import SpatialGeoForCausalLM  # noqa: E402
 from spatialgeo_core.synthetic import PALETTE, SceneConfig, WorldConfig, iter_samples  # noqa: E402
 from spatialgeo_core.synthetic.facts import fact_phrase, quantity  # noqa: E402

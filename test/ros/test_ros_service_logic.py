@@ -38,7 +38,7 @@ from spatialgeo_ros.service_logic import (
 S = 1_000_000_000
 NOW = 100 * S
 IMAGE = np.zeros((48, 64, 3), np.uint8)          # [H, W, 3]
-HAS_PARSER = importlib.util.find_spec("spatialgeo_core.eval.answer_parsing") is not None
+HAS_PARSER = importlib.util.find_spec("spatialgeo_core.answer_parsing") is not None
 
 
 def params(**overrides):
@@ -434,7 +434,7 @@ def test_diagnostics(fake_pipeline_cls, service_factory):
     assert service.diagnostics(ModelState.LOADED, NOW).level == "WARN"
 
 
-@pytest.mark.skipif(not HAS_PARSER, reason="spatialgeo_core.eval.answer_parsing not there yet")
+@pytest.mark.skipif(not HAS_PARSER, reason="spatialgeo_core.answer_parsing not there yet")
 def test_answer_values_are_parsed():
     assert parse_answer_value("It is about 3 feet away.") == (pytest.approx(0.9144), "m")
     assert parse_answer_value("Region [0] is at 2 o'clock.") == (pytest.approx(2.0), "o'clock")
