@@ -25,7 +25,7 @@ setup(
     description="SpatialGeo spatial-reasoning VLM (CLIP + MoGe geometry + LLaVA-1.5) "
                 "with a ROS 2 front end",
     packages=find_packages(include=["spatialgeo_core", "spatialgeo_core.*", "spatialgeo_ros"]),
-    package_data={"spatialgeo_core": ["assets/*", "assets/**/*"]},
+    package_data={"spatialgeo_core": ["assets/*", "assets/**/*", "demo/configs/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.3",

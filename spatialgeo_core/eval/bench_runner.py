@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,9 +34,7 @@ from spatialgeo_core.eval.runner import (
     EvalRunError,
     ResultsWriter,
     answer_fields,
-    answer_with_regions,
     check_out_dir,
-    encode_image,
     finalize,
     is_ok,
     merge_results,
@@ -48,14 +45,13 @@ from spatialgeo_core.eval.runner import (
     run_info_common,
     write_results,
 )
+from spatialgeo_core.serving import answer_frame
 from spatialgeo_core.types import GenerationOptions
 
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.5
 _RANK_FILE = re.compile(r"results\.rank(\d+)\.jsonl")
-IMAGE_CACHE = 1        # images whose features are kept (the items of one image are usually
-                       # consecutive; each kept region set also keeps its prompt's KV cache)
 
 
 @dataclass(frozen=True)
@@ -145,9 +141,8 @@ def read_image(path: Path) -> np.ndarray:
     return open_image(path)
 
 
-def _answer_entry(entry: BenchEntry, images: Path, pipeline, cache: OrderedDict,
-                  options: GenerationOptions, model_id: str, default_unit: str | None,
-                  shard: dict) -> dict:
+def _answer_entry(entry: BenchEntry, images: Path, pipeline, options: GenerationOptions,
+                  model_id: str, default_unit: str | None, shard: dict) -> dict:
     if entry.error is not None:
         return {"question_id": entry.id, "question": None, "pred": None, "gt": None,
                 "model_id": model_id, "qa_info": None, "status": "error",
@@ -158,22 +153,19 @@ def _answer_entry(entry: BenchEntry, images: Path, pipeline, cache: OrderedDict,
               "region_sources": list(item.region_sources), **shard}
     t0 = time.perf_counter()
     try:
+        # the items of one image are usually consecutive: its features stay in the pipeline's
+        # feature cache for them
         path = images / item.file_path
-        features = cache.get(path)
-        if features is None:
-            features = encode_image(pipeline, read_image(path), list(item.regions))
-            cache[path] = features
-            while len(cache) > IMAGE_CACHE:
-                cache.popitem(last=False)
-        cache.move_to_end(path)
-        answer = answer_with_regions(pipeline, features, item.text_q, item.regions, options)
+        result = answer_frame(pipeline, path, lambda: read_image(path), item.text_q,
+                              item.regions, options)
     except SpatialGeoError as exc:
         return result_record(item.id, item.text_q, item.reference_answer, item.category,
                              item.qa_type, model_id, error=exc, **fields)
     latency_ms = (time.perf_counter() - t0) * 1000
     return result_record(item.id, item.text_q, item.reference_answer, item.category,
-                         item.qa_type, model_id, pred=answer.text, default_unit=default_unit,
-                         **fields, **answer_fields(answer, latency_ms))
+                         item.qa_type, model_id, pred=result.answer.text,
+                         default_unit=default_unit, **fields,
+                         **answer_fields(result, latency_ms))
 
 
 def _all_records(out_dir: Path) -> list[dict]:
@@ -283,17 +275,14 @@ def evaluate_bench(annotations: str | Path, images: str | Path, out_dir: str | P
     entries = load_bench(annotations, limit)
     if not images.is_dir():
         raise EvalRunError(f"--images {images} is not a directory")
-    cache: OrderedDict = OrderedDict()
 
     def answer(entry: BenchEntry, pipeline, model_id: str, shard: dict) -> dict:
-        return _answer_entry(entry, images, pipeline, cache, options, model_id, default_unit,
-                             shard)
+        return _answer_entry(entry, images, pipeline, options, model_id, default_unit, shard)
 
     run = run_sharded(out_dir, entries, answer, load_pipeline,
                       needs_model=lambda e: e.item is not None, model_id=model_id,
                       resume=resume, progress=progress, desc="eval-bench",
                       barrier_timeout_s=barrier_timeout_s)
-    cache.clear()
     if run is None:
         return None
     run_info = {"annotations": str(annotations), "images": str(images),

@@ -325,8 +325,8 @@ def test_resume_skips_answered_questions_and_retries_errors(tmp_path, capsys, ba
         """The tiny pipeline, counting answers."""
         model_path = "tiny"
 
-        def encode(self, *a, **k):
-            return tiny_pipeline.encode(*a, **k)
+        def frame(self, *a, **k):
+            return tiny_pipeline.frame(*a, **k)
 
         def answer(self, frame, question, *a, **k):
             calls.append(question)
