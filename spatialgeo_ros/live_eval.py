@@ -2,19 +2,8 @@
 questions; the ROS client that runs it is live_eval_client.py (`ros2 run spatialgeo_ros
 eval_live`).
 
-    ros2 launch spatialgeo_ros bringup.launch.py image_topic:=/camera/image_raw
-    ros2 bag play BAG --start-paused                     # the player node is /rosbag2_player
-    ros2 run spatialgeo_ros eval_live --questions questions.jsonl --out DIR \\
-        --player /rosbag2_player
-
-The questions are asked in stamp order. For each, the client waits until a frame stamped at or
-after the question's stamp has been published on the question's topic (it subscribes to it
-too), then calls the node's spatial_query service with that stamp, so the node picks the frame
-by its own selection rule (frames.stamp_tolerance). With --player the client pauses the bag
-player while it asks (and resumes it to wait for the next frame), so that inference slower than
-the bag's rate cannot let the asked-about frame leave the node's buffer; without it, play the bag
-slowly (`--rate`) or raise the node's cameras.buffer_size. Questions given only by frame_index
-need --bag to look their stamps up. The results, metrics and report are those of eval-bag.
+The client (how questions are asked, paused players, retries) is described there; the results,
+metrics and report are those of eval-bag.
 
 No rclpy here: the request/response helpers are plain Python and tested without ROS.
 """

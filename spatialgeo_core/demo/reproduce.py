@@ -168,7 +168,7 @@ def evaluate(model_dir: Path, out: Path, world: DemoWorld, limit: int | None = N
     what the model reads of each held-out region (eval/reading.json, demo/reading.py)."""
     from spatialgeo_core.demo.data import DESCRIBE
     from spatialgeo_core.demo.reading import evaluate_reading
-    from spatialgeo_core.eval.bench_runner import evaluate_bench
+    from spatialgeo_core.eval.spatialrgpt.runner import evaluate_bench
     from spatialgeo_core.pipeline import SpatialGeoPipeline
     from spatialgeo_core.types import GenerationOptions
     eval_dir = model_dir.parent / "eval"

@@ -62,8 +62,9 @@ def cmd_eval_bag(args) -> int:
 
 
 def cmd_eval_bench(args) -> int:
-    from spatialgeo_core.eval.bench_runner import evaluate_bench, shard_device
     from spatialgeo_core.eval.runner import summary_line
+    from spatialgeo_core.eval.sharding import shard_device
+    from spatialgeo_core.eval.spatialrgpt.runner import evaluate_bench
     from spatialgeo_core.types import GenerationOptions
 
     args.device = shard_device(args.device)
@@ -98,7 +99,7 @@ def cmd_eval_spatialscore(args) -> int:
     else:
         if not args.data or not args.root:
             raise EvalRunError("give --data and --root (or --score-only FILE)")
-        from spatialgeo_core.eval.bench_runner import shard_device
+        from spatialgeo_core.eval.sharding import shard_device
         from spatialgeo_core.types import GenerationOptions
 
         args.device = shard_device(args.device)

@@ -88,7 +88,7 @@ def cmd_train_smoke(args) -> int:
     from pathlib import Path
 
     from spatialgeo_core.tiny import build_tiny_checkpoint
-    from spatialgeo_core.training.synthetic import write_tiny_dataset
+    from spatialgeo_core.training.smoke_dataset import write_tiny_dataset
 
     root = Path(args.out)
     model = build_tiny_checkpoint(root / "model")

@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("rosbags", reason="rosbags is in the [eval] extra: pip install -e .[test]")
 
-from spatialgeo_core.eval.bench_format import encode_rle  # noqa: E402
 from spatialgeo_core.eval.questions import parse_question  # noqa: E402
+from spatialgeo_core.eval.spatialrgpt.format import encode_rle  # noqa: E402
 from spatialgeo_core.optional import available  # noqa: E402
 from spatialgeo_ros.live_eval import (  # noqa: E402
     fill_request,

@@ -8,7 +8,7 @@ question is asked as published, or with --draw-boxes the "(x1, y1, x2, y2)" boxe
 drawn as set-of-marks and named "Region [i]" (data.boxes_as_regions). Single-image items are
 answered; multi-image and video items are counted as skipped (the pipeline answers about one
 image) and have no record. Sharding, --resume and the results file are eval-bench's
-(bench_runner.run_sharded).
+(eval/sharding.py).
 
 A record is the item as published (its v0 fields) plus `pred_answer` (the raw output, upstream's
 name, so results.jsonl can itself be scored with --score-only), `question_id` (the v0 index),
@@ -23,7 +23,6 @@ from collections import Counter
 from pathlib import Path
 
 from spatialgeo_core.errors import SpatialGeoError
-from spatialgeo_core.eval.bench_runner import read_image, run_sharded, shard_env
 from spatialgeo_core.eval.runner import (
     RESULTS_FILE,
     EvalRunError,
@@ -34,6 +33,7 @@ from spatialgeo_core.eval.runner import (
     write_outputs,
     write_results,
 )
+from spatialgeo_core.eval.sharding import run_sharded, shard_env
 from spatialgeo_core.eval.spatialscore.data import (
     Entry,
     SpatialScoreItem,
@@ -52,6 +52,7 @@ from spatialgeo_core.eval.spatialscore.scoring import (
     aggregate,
     score_answer,
 )
+from spatialgeo_core.image_msgs import open_image
 from spatialgeo_core.serving import answer_frame
 from spatialgeo_core.types import GenerationOptions
 
@@ -91,10 +92,10 @@ def _answer(entry: Entry, root: Path, pipeline, options: GenerationOptions, mode
         path = image_path(root, item.img_paths[0])
         question = item.question
         if draw_boxes:               # the boxes are checked against the image's size here
-            frame = pipeline.frame(path, lambda: read_image(path))
+            frame = pipeline.frame(path, lambda: open_image(path))
             question, regions = boxes_as_regions(question, *frame.size)
         asked = instruction(item.source, item.raw["question_type"]) + question
-        result = answer_frame(pipeline, path, lambda: read_image(path), asked, regions, options)
+        result = answer_frame(pipeline, path, lambda: open_image(path), asked, regions, options)
     except SpatialGeoError as exc:
         return _error_record(entry, exc, model_id, **shard)
     latency_ms = (time.perf_counter() - t0) * 1000
