@@ -1,9 +1,10 @@
 """The KV cache as transformers names it, and the per-layer tensors the pipeline keeps of it.
 
 transformers 5 renamed the language model's `past_key_values` argument and output field to
-`cache` and removes the old name in 5.40; 4.x knows only `past_key_values`. The name is read once
-from `LlamaModel.forward`'s signature (a feature, not a version number), so serving passes and
-reads the cache under the name the installed transformers keeps, and never warns.
+`cache` and removes the old name in 5.40; 4.x (4.56 and later: setup.py) knows only
+`past_key_values`. The name is read once from `LlamaModel.forward`'s signature (a feature, not a
+version number), so serving passes and reads the cache under the name the installed transformers
+keeps, and never warns.
 """
 from __future__ import annotations
 
@@ -16,11 +17,9 @@ CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).paramete
     else "past_key_values"
 
 
-def with_cache(cache=None) -> dict:
-    """The keyword argument that hands `cache` to a LLaMA forward: {CACHE_ARG: cache}; a new,
-    empty DynamicCache by default (for a prefill: transformers 4.x returns its legacy tuple
-    when the forward is given no cache object)."""
-    return {CACHE_ARG: DynamicCache() if cache is None else cache}
+def with_cache(cache) -> dict:
+    """The keyword argument that hands `cache` to a LLaMA forward: {CACHE_ARG: cache}."""
+    return {CACHE_ARG: cache}
 
 
 def returned_cache(output):
@@ -30,11 +29,8 @@ def returned_cache(output):
 
 def cache_tensors(cache, length: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     """Per-layer (keys, values) of a KV cache up to `length` positions, as views (no copy)."""
-    if hasattr(cache, "layers"):                  # transformers >= 4.56: a list of cache layers
-        pairs = [(layer.keys, layer.values) for layer in cache.layers]
-    else:
-        pairs = list(zip(cache.key_cache, cache.value_cache, strict=True))
-    return tuple((k[:, :, :length], v[:, :, :length]) for k, v in pairs)  # L x 2 x [B,H,length,Dh]
+    return tuple((layer.keys[:, :, :length], layer.values[:, :, :length])
+                 for layer in cache.layers)                           # L x 2 x [B, H, length, Dh]
 
 
 def cache_from_tensors(kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> DynamicCache:

@@ -186,7 +186,7 @@ class SpatialGeoPipeline:
             mask = None
             if cached is None and B == 1:
                 emb = self._prompt_embeds(prompts[0], start, end, visual)         # [1, T, D]
-                out = llm.model(inputs_embeds=emb, use_cache=True, **with_cache())  # one pass
+                out = llm.model(inputs_embeds=emb, use_cache=True)                # one pass
                 cache, hidden = returned_cache(out), out.last_hidden_state        # [1, T, D]
                 if keep:
                     frame.prefix[cache_key] = (cache_tensors(cache, end), end)
@@ -194,8 +194,8 @@ class SpatialGeoPipeline:
             else:
                 if cached is None:
                     emb = self._prompt_embeds(prompts[0][:end], start, end, visual)  # [1, end, D]
-                    kv = cache_tensors(returned_cache(llm.model(
-                        inputs_embeds=emb, use_cache=True, **with_cache())), end)
+                    kv = cache_tensors(returned_cache(llm.model(inputs_embeds=emb,
+                                                                use_cache=True)), end)
                     if keep:
                         frame.prefix[cache_key] = (kv, end)
                 else:
