@@ -177,7 +177,7 @@ def run_live(args) -> int:
         player = _Player(node, args.player)
         total = len(ready) + len(failed) + len(line_errors)
         with ResultsWriter(results_path) as writer, \
-                progress_bar(total, "eval-live", args.progress) as bar:
+                progress_bar(total, "eval_live", args.progress) as bar:
             for err in line_errors:
                 if err.record_id not in done:
                     writer.write(line_error_record(err, model_id))
