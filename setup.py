@@ -25,11 +25,14 @@ setup(
     description="SpatialGeo spatial-reasoning VLM (CLIP + MoGe geometry + LLaVA-1.5) "
                 "with a ROS 2 front end",
     packages=find_packages(include=["spatialgeo_core", "spatialgeo_core.*", "spatialgeo_ros"]),
-    package_data={"spatialgeo_core": ["assets/*", "assets/**/*"]},
+    package_data={"spatialgeo_core": ["assets/*", "assets/**/*", "demo/configs/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.3",
-        "transformers>=4.45",
+        # 4.56: StaticCache(config, max_cache_len) and a cache's `layers` (the static and the
+        # prefix caches of serving), LlavaForConditionalGeneration.model (the benchmarks); the
+        # test suite runs on 4.56.2 and on 5.25.0
+        "transformers>=4.56",
         "safetensors>=0.4",
         "sentencepiece>=0.1.99",
         "protobuf>=3.20",

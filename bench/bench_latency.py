@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 from bench.common import (
-    DTYPES,
     QUESTIONS,
     SIZES,
     LlavaBaseline,
@@ -43,8 +42,9 @@ from bench.common import (
     synchronizer,
     write_and_print,
 )
-from spatialgeo_core.optional import require
-from spatialgeo_core.pipeline import ATTENTION_CHOICES, FrameFeatures
+from spatialgeo_core.dtypes import DTYPE_NAMES
+from spatialgeo_core.feature_cache import FrameFeatures
+from spatialgeo_core.load_options import ATTENTION_CHOICES
 from spatialgeo_core.processor import to_pil_rgb
 from spatialgeo_core.types import GenerationOptions
 
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", choices=SIZES, default="tiny")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="default: float32 on CPU, bfloat16 (or float16) on CUDA")
     p.add_argument("--load-4bit", action="store_true", help="NF4 LLM for both models")
     p.add_argument("--image-size", type=int, default=None,
@@ -116,8 +116,6 @@ def run(args: argparse.Namespace) -> dict:
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     tokenizer = make_tokenizer()
     t0 = time.perf_counter()
-    if args.attn == "flash_attention_2":
-        require("flash_attn")
     pipe = build_ours(setup, tokenizer, attn_implementation=args.attn,
                       static_cache=args.static_cache, compile_decode=args.compile_decode)
     cache = None if args.baseline_cache == "dynamic" else args.baseline_cache
@@ -138,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
     def ours_rep(img, q1, q2) -> dict[str, float]:
         sync()
         t0 = time.perf_counter()
-        frame = FrameFeatures(to_pil_rgb(img))         # kept for the follow-up
+        frame = FrameFeatures.of(img)                  # kept for the follow-up
         a1 = pipe.answer(frame, q1, options=opts)
         sync()
         t1 = time.perf_counter()

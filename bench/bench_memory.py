@@ -34,7 +34,6 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from bench.common import (
-    DTYPES,
     QUESTIONS,
     SIZES,
     LlavaBaseline,
@@ -49,6 +48,7 @@ from bench.common import (
     write_and_print,
 )
 from spatialgeo_core.conversation import get_template
+from spatialgeo_core.dtypes import DTYPE_NAMES
 from spatialgeo_core.model import SpatialGeoForCausalLM
 from spatialgeo_core.processor import Processor
 from spatialgeo_core.types import GenerationOptions
@@ -206,7 +206,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", choices=SIZES, default="tiny")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None)
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None)
     p.add_argument("--load-4bit", action="store_true", help="NF4 LLM for both models")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--answer-tokens", type=int, default=20)

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
     from bench.bench_memory import MemoryMeter
     from spatialgeo_core.training.config import load_config
     from spatialgeo_core.training.engine import train
-    from spatialgeo_core.training.synthetic import TRAIN_JSON, write_tiny_dataset
+    from spatialgeo_core.training.smoke_dataset import TRAIN_JSON, write_tiny_dataset
 
     setup = Setup(size=args.size, device=args.device, dtype="bfloat16", seed=args.seed)
     work = Path(args.work or tempfile.mkdtemp(prefix="spatialgeo-bench-train-"))

@@ -39,8 +39,11 @@ from transformers.generation.streamers import BaseStreamer
 from spatialgeo_core.clip_tower import hf_clip_config
 from spatialgeo_core.config import SpatialGeoConfig, real_size, tiny
 from spatialgeo_core.conversation import get_template
-from spatialgeo_core.model import SpatialGeoForCausalLM, build_empty, hf_llama_config
-from spatialgeo_core.pipeline import SpatialGeoPipeline, default_dtype
+from spatialgeo_core.dtypes import DTYPE_NAMES, default_dtype, torch_dtype
+from spatialgeo_core.load_options import LoadOptions
+from spatialgeo_core.loading import build_served_model
+from spatialgeo_core.model import SpatialGeoForCausalLM, hf_llama_config
+from spatialgeo_core.pipeline import SpatialGeoPipeline
 from spatialgeo_core.processor import Processor
 from spatialgeo_core.quantize import quantize_llm
 from spatialgeo_core.tiny import build_tokenizer
@@ -56,7 +59,6 @@ QUESTIONS = (
     "Is the sphere bigger than the box on the floor?",
     "At what o'clock direction is the yellow cone from the robot?",
 )
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -75,8 +77,8 @@ class Setup:
     def __post_init__(self):
         if self.size not in SIZES:
             raise ValueError(f"size must be one of {SIZES}, got {self.size!r}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.dtype is not None and self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {list(DTYPE_NAMES)}, got {self.dtype!r}")
         if self.image_size is not None and self.size != "tiny":
             raise ValueError("image_size is for the tiny size only (real size is 336 px)")
         if self.answer_tokens < 1:
@@ -88,7 +90,17 @@ class Setup:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype] if self.dtype else default_dtype(self.torch_device)
+        return torch_dtype(self.dtype) if self.dtype else default_dtype(self.torch_device)
+
+    def load_options(self, attn_implementation: str = "sdpa", static_cache: bool = False,
+                     compile_decode: bool = False) -> LoadOptions:
+        """How our model is built and served here: the LoadOptions the CLI and the node build
+        from their options. Four cameras' frames are kept, so that the memory bench measures all
+        four cached."""
+        return LoadOptions(device=self.device, dtype=self.dtype,
+                           quantization="4bit" if self.load_4bit else "none",
+                           attn_implementation=attn_implementation, static_cache=static_cache,
+                           compile_decode=compile_decode, max_cached_frames=4)
 
 
 def model_config(setup: Setup, vocab_size: int) -> SpatialGeoConfig:
@@ -139,28 +151,23 @@ def make_tokenizer(directory: str | Path | None = None) -> LlamaTokenizer:
 
 def random_model(setup: Setup, vocab_size: int,
                  attn_implementation: str = "sdpa") -> SpatialGeoForCausalLM:
-    """SpatialGeo at `setup.size` with random weights on `setup.device`. With `load_4bit` its LLM
-    is then quantised to NF4 where it is (random weights are drawn fast on a GPU, slowly on a CPU;
-    `SpatialGeoPipeline.from_pretrained` quantises from the CPU instead, so that a small GPU never
-    holds the fp16 LLM)."""
+    """SpatialGeo at `setup.size` with random weights on `setup.device`, built, quantised (NF4
+    with `load_4bit`) and moved by the function that makes every served model
+    (spatialgeo_core.loading.build_served_model): random weights are drawn on the device (fast
+    on a GPU) and quantised there."""
     cfg = model_config(setup, vocab_size)
-    dev, dtype = setup.torch_device, setup.torch_dtype
-    model = build_empty(cfg, dtype, dev, attn_implementation)
-    init_random_(model, setup.seed)
-    if setup.load_4bit:
-        quantize_llm(model.llm, 4, dtype, dev)
-        release_cached(dev)
-    return model
+    return build_served_model(cfg, setup.load_options(attn_implementation),
+                              init=lambda model: init_random_(model, setup.seed),
+                              what="random weights")
 
 
 def build_ours(setup: Setup, tokenizer: LlamaTokenizer, attn_implementation: str = "sdpa",
                static_cache: bool = False, compile_decode: bool = False) -> SpatialGeoPipeline:
     """SpatialGeo at `setup.size` with random weights (`random_model`), served by the
     pipeline."""
+    options = setup.load_options(attn_implementation, static_cache, compile_decode)
     model = random_model(setup, tokenizer.vocab_size, attn_implementation)
-    # four cameras' image prefixes are kept, so the memory bench measures all four cached
-    return SpatialGeoPipeline(model.eval(), tokenizer, static_cache=static_cache,
-                              compile_decode=compile_decode, max_cached_prefixes=4)
+    return SpatialGeoPipeline(model, tokenizer, options)
 
 
 def build_llava(setup: Setup, cfg: SpatialGeoConfig,

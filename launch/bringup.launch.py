@@ -33,7 +33,8 @@ ARGUMENTS = (
      "YAML file of node parameters (/**: ros__parameters:)."),
     ("model_path", "",
      "Local model directory; empty = params_file's model.path ('' there = embedded default)."),
-    ("load_4bit", "", "true/false: quantise the language model to 4 bit; empty = params_file."),
+    ("load_4bit", "",
+     "true/false: model.quantization 4bit / none (the language model); empty = params_file."),
     ("device", "", "auto, cpu, cuda or cuda:N; empty = params_file's model.device."),
     ("image_topic", "image",
      "Topic of the camera images (sensor_msgs/Image, or CompressedImage with "

@@ -1,8 +1,10 @@
-"""`spatialgeo` command line: ask, convert, demo (and the training / evaluation commands).
+"""`spatialgeo` command line: ask, convert, random-model (and the demo, training and evaluation
+commands).
 
 Errors of the library (bad image, bad checkpoint, bad region) and of the file system end the
 command with exit code 2 and one line on stderr, never a traceback; Ctrl-C ends it with exit code
-130 and a line saying what was kept.
+130 and a line saying what was kept. Building the parsers imports neither torch nor transformers
+(each command imports what it needs when it runs), so `--help` and option errors answer at once.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import logging
 import sys
 
 from spatialgeo_core.ask_depth import add_depth_args
+from spatialgeo_core.dtypes import DTYPE_NAMES
 from spatialgeo_core.errors import InterruptedRun, InvalidRequestError, SpatialGeoError
+from spatialgeo_core.load_options import ATTENTION_CHOICES, LoadOptions
 from spatialgeo_core.optional import available
 
 # modules with `add_parsers(subparsers)`: `spatialgeo train`, `spatialgeo eval-bag`, ...
@@ -35,27 +39,55 @@ def _parse_box(text: str):
     return Region(box=tuple(vals))
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The options that become a LoadOptions (`load_options`)."""
     p.add_argument("--model-path", default=None,
                    help="model directory (our format or a merged SpatialGeo); default: the "
                         "embedded default model")
     p.add_argument("--clip", default=None, help="local CLIP directory, for a merged model without "
                                                 "CLIP tensors")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default=None, choices=DTYPE_NAMES)
     q = p.add_mutually_exclusive_group()
-    q.add_argument("--load-4bit", action="store_true", help="NF4 LLM (bitsandbytes)")
-    q.add_argument("--load-8bit", action="store_true", help="int8 LLM (bitsandbytes)")
-    p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    q.add_argument("--load-4bit", dest="quantization", action="store_const", const="4bit",
+                   default="none", help="NF4 LLM (bitsandbytes)")
+    q.add_argument("--load-8bit", dest="quantization", action="store_const", const="8bit",
+                   help="int8 LLM (bitsandbytes)")
+    p.add_argument("--attn", default="sdpa", choices=ATTENTION_CHOICES)
     p.add_argument("--template", default=None, choices=["llava_v1", "vicuna_v1"])
+    p.add_argument("--max-cached-frames", type=_positive_int, metavar="N",
+                   default=LoadOptions.max_cached_frames,
+                   help="frames whose features (visual tokens and image-prefix KV cache) are kept "
+                        "for further questions, least recently used dropped first (default "
+                        "%(default)s; about 0.6 GB each for a 7B model in fp16)")
+
+
+def load_options(args) -> LoadOptions:
+    """The LoadOptions of the options `add_model_args` added; no --model-path is the embedded
+    default model (CheckpointError when this install has none)."""
+    from spatialgeo_core.default_model import embedded_model_path
+
+    return LoadOptions(
+        path=args.model_path or str(embedded_model_path()), device=args.device,
+        dtype=args.dtype, quantization=args.quantization, attn_implementation=args.attn,
+        template=args.template, clip_dir=args.clip, max_cached_frames=args.max_cached_frames)
 
 
 def load_pipeline(args):
+    """The pipeline `load_options(args)` describe."""
     from spatialgeo_core.pipeline import SpatialGeoPipeline
-    return SpatialGeoPipeline.from_pretrained(
-        args.model_path, device=args.device, dtype=args.dtype, load_4bit=args.load_4bit,
-        load_8bit=args.load_8bit, attn_implementation=args.attn, template=args.template,
-        clip_dir=args.clip)
+
+    return SpatialGeoPipeline.from_pretrained(load_options(args))
 
 
 def cmd_ask(args) -> int:
@@ -151,7 +183,15 @@ def cmd_convert(args) -> int:
 
 def cmd_demo(args) -> int:
     from spatialgeo_core.default_model import run_demo
-    return run_demo(device=args.device)
+    return run_demo(device=args.device, model_path=args.model_path)
+
+
+def cmd_random_model(args) -> int:
+    from spatialgeo_core.default_model import RANDOM_WARNING, write_random_model
+
+    out = write_random_model(args.out, seed=args.seed)
+    print(f"wrote {out}: {RANDOM_WARNING}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo",
                        help="answer a question about a sample scene with the default model")
     d.add_argument("--device", default="cpu")
+    d.add_argument("--model-path", default=None,
+                   help="another model to show (default: the embedded default model)")
     d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("random-model",
+                       help="write a tiny randomly initialised model (its answers mean nothing)",
+                       description="Write a tiny randomly initialised SpatialGeo and its "
+                                   "tokenizer in our format, for trying the code path where no "
+                                   "trained model is at hand (a trimmed install).")
+    r.add_argument("--out", required=True, help="a new directory")
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=cmd_random_model)
 
     # training and evaluation commands live beside their code; each module adds its subparsers
     for modname in _COMMAND_MODULES:
@@ -213,16 +264,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    return run_command(f"spatialgeo {args.cmd}", args.func, args)
+
+
+def run_command(name: str, func, args) -> int:
+    """`func(args)`'s exit code; an error of the library or the file system ends it with exit
+    code 2 and one line on stderr (no traceback), Ctrl-C with 130 and a line saying so."""
     try:
-        return args.func(args)
+        return func(args)
     except InterruptedRun as e:
-        print(f"spatialgeo {args.cmd}: interrupted: {e}", file=sys.stderr)
+        print(f"{name}: interrupted: {e}", file=sys.stderr)
         return 130
     except (SpatialGeoError, OSError) as e:
-        print(f"spatialgeo {args.cmd}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"spatialgeo {args.cmd}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
 
 

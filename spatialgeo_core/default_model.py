@@ -3,43 +3,34 @@
 The default is the demo checkpoint under `spatialgeo_core/assets/default_model/`, trained from
 scratch on the synthetic world (spatialgeo_core.demo; see TRAINING.md there): `spatialgeo demo`
 renders a held-out scene, asks about two regions and prints the ground truth beside the answer.
-Without that asset the default is a tiny randomly initialised SpatialGeo that the project builds
-itself in the user cache: it runs the whole pipeline, and its answers mean nothing.
+The loader never picks a model by itself: the CLI (no --model-path) and the node (model.path "")
+ask `embedded_model_path()` for this one. A trimmed install has no asset; a tiny randomly
+initialised model is then an explicit command (`spatialgeo random-model --out DIR`), and
+`spatialgeo demo --model-path DIR` says that its answers mean nothing.
+
+Importing this module is cheap: the demo imports what it needs when it runs.
 """
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from spatialgeo_core.errors import CheckpointError
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
-TINY_RANDOM_NAME = "tiny-random-v1"
-RANDOM_WARNING = ("the default model is a tiny RANDOMLY INITIALISED SpatialGeo built on this "
-                  "machine: its answers mean nothing; pass --model-path for real weights")
+RANDOM_MARKER = "RANDOM_WEIGHTS.md"         # in a model directory `random-model` wrote
+RANDOM_WARNING = ("this is a tiny RANDOMLY INITIALISED SpatialGeo built on this machine "
+                  "(`spatialgeo random-model`): its answers mean nothing; pass --model-path for "
+                  "real weights")
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("SPATIALGEO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "spatialgeo")
-    return Path(root)
-
-
-def is_random_default(path: Path) -> bool:
-    return path.name == TINY_RANDOM_NAME
-
-
-def default_model_path() -> Path:
-    """The committed demo checkpoint when present, else the tiny random model (built once)."""
+def embedded_model_path() -> Path:
+    """The embedded demo checkpoint; CheckpointError when this install has none."""
     if (EMBEDDED_DIR / "config.json").is_file():
         return EMBEDDED_DIR
-    path = cache_dir() / TINY_RANDOM_NAME
-    if not (path / "model.safetensors").is_file():
-        from spatialgeo_core.tiny import build_tiny_checkpoint
-        build_tiny_checkpoint(path, seed=0)
-    log.warning(RANDOM_WARNING)
-    return path
+    raise CheckpointError(
+        f"this install has no embedded default model ({EMBEDDED_DIR} is missing): give a model "
+        "directory (--model-path, or the node's model.path), or write a tiny randomly "
+        "initialised one with `spatialgeo random-model --out DIR`")
 
 
 def sample_scene(size: int = 224):
@@ -64,12 +55,36 @@ DEMO_CATEGORIES = ("behind_predicate", "left_choice", "distance_data")   # asked
 #                               asks a comparison and a distance)
 
 
-def run_demo(device: str = "cpu") -> int:
+def is_random_model(path: str | Path) -> bool:
+    """Whether `spatialgeo random-model` wrote the model in `path`."""
+    return (Path(path) / RANDOM_MARKER).is_file()
+
+
+def write_random_model(out: str | Path, seed: int = 0) -> Path:
+    """`spatialgeo random-model`: a tiny randomly initialised SpatialGeo and its tokenizer in
+    `out` (our format), marked as random; an existing `out` is never overwritten."""
+    from spatialgeo_core.tiny import build_tiny_checkpoint
+
+    out = Path(out)
+    if out.exists():
+        raise CheckpointError(f"{out} already exists: choose another --out (a model directory is "
+                              "never overwritten)")
+    build_tiny_checkpoint(out, seed=seed)
+    (out / RANDOM_MARKER).write_text(f"# Random weights\n\nThe weights of this model were drawn "
+                                     f"at random (seed {seed}) by `spatialgeo random-model`. "
+                                     f"Its answers mean nothing: it exercises the code path.\n")
+    return out
+
+
+def run_demo(device: str = "cpu", model_path: str | None = None) -> int:
+    """`spatialgeo demo`: the embedded model (or `model_path`) asked about a held-out scene; a
+    random model (`spatialgeo random-model`) about a sample picture, with a warning."""
+    from spatialgeo_core.load_options import LoadOptions
     from spatialgeo_core.pipeline import SpatialGeoPipeline
 
-    path = default_model_path()
-    pipe = SpatialGeoPipeline.from_pretrained(path, device=device)
-    if is_random_default(path):
+    path = Path(model_path) if model_path else embedded_model_path()
+    pipe = SpatialGeoPipeline.from_pretrained(LoadOptions(path=str(path), device=device))
+    if is_random_model(path):
         return _run_random_demo(pipe, path)
     return _run_world_demo(pipe, path)
 
@@ -92,14 +107,14 @@ def _demo_questions(world):
 def _run_world_demo(pipe, path: Path) -> int:
     """A held-out synthetic scene, a comparison and a distance question about two of its regions:
     the model's facts, its conclusion (as the scorer reads it) and the ground truth."""
-    from spatialgeo_core.demo.data import DemoWorld
-    from spatialgeo_core.eval.answer_parsing import (
+    from spatialgeo_core.answer_parsing import (
         category_kind,
         category_relation,
         parse_choice,
         parse_distance_m,
         parse_predicate,
     )
+    from spatialgeo_core.demo.data import DemoWorld
     from spatialgeo_core.synthetic.facts import RELATION_QUANTITY, fact_sentence
     from spatialgeo_core.types import GenerationOptions, Region
 
@@ -158,6 +173,5 @@ def _run_random_demo(pipe, path: Path) -> int:
     print(f"answer:   {ans.text!r}")
     print(f"tokens:   {ans.num_tokens} generated, {ans.num_visual_tokens} visual; "
           f"{ans.timings_ms['total']:.0f} ms total")
-    if is_random_default(path):
-        print(f"NOTE:     {RANDOM_WARNING}.")
+    print(f"NOTE:     {RANDOM_WARNING}.")
     return 0

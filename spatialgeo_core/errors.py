@@ -54,6 +54,11 @@ class MissingDependencyError(SpatialGeoError, ImportError):
     """
 
 
+class EvalRunError(SpatialGeoError):
+    """An evaluation's output directory cannot be used, or a run could not finish (the message
+    says what was kept)."""
+
+
 class InterruptedRun(SpatialGeoError):
     """A long command was interrupted (Ctrl-C); the message says what it kept and how to continue.
     The CLI ends with exit code 130, as for any Ctrl-C."""

@@ -14,15 +14,15 @@ Selection rule (`FrameBuffer.select`), with stamps in integer nanoseconds:
   near that time).
 
 Payloads are opaque (a ROS message, a decoded array, a file path): the buffer never looks inside
-them. Derived values (the decoded image, the model's features) are computed lazily, once per
-frame, through `Frame.derived`; `FrameBuffer.features` also bounds how many frames keep their
-(large) features.
+them. A buffered Frame is also the name under which the pipeline's feature cache keeps the frame's
+image and features (spatialgeo_core.serving.answer_frame), so the buffer holds no features
+itself. Other values derived from a frame (eval-bag's depth image) are computed lazily, once per
+frame, through `Frame.derived`.
 """
 from __future__ import annotations
 
 import bisect
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +30,6 @@ from typing import Any
 from spatialgeo_core.errors import SpatialGeoError
 
 NS_PER_S = 1_000_000_000
-FEATURES_KEY = "features"
 
 
 class FrameSelectionError(SpatialGeoError):
@@ -92,41 +91,20 @@ class Frame:
                 self._derived[key] = compute()
             return self._derived[key]
 
-    def remember(self, key: str, value: Any) -> None:
-        """Store a derived value computed elsewhere (e.g. the image size found while decoding)."""
-        self._derived[key] = value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._derived.get(key, default)
-
-    def has(self, key: str) -> bool:
-        return key in self._derived
-
-    def forget(self, key: str) -> None:
-        self._derived.pop(key, None)
-
     def __repr__(self) -> str:
         return (f"Frame(stamp={seconds(self.stamp_ns)}, frame_id={self.frame_id!r}, "
                 f"derived={sorted(self._derived)})")
 
 
 class FrameBuffer:
-    """The last `capacity` frames of one camera, sorted by stamp; thread-safe.
+    """The last `capacity` frames of one camera, sorted by stamp; thread-safe."""
 
-    `max_encoded` bounds how many frames keep model features at once (least recently used ones drop
-    theirs first); features of an evicted frame are dropped with it.
-    """
-
-    def __init__(self, capacity: int, max_encoded: int = 4):
+    def __init__(self, capacity: int):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        if max_encoded < 1:
-            raise ValueError(f"max_encoded must be >= 1, got {max_encoded}")
         self.capacity = capacity
-        self.max_encoded = max_encoded
         self._stamps: list[int] = []
         self._frames: list[Frame] = []
-        self._encoded: OrderedDict[int, Frame] = OrderedDict()   # id(frame) -> frame, LRU order
         self._lock = threading.Lock()
         self.received = 0          # frames added since construction (for diagnostics)
 
@@ -143,23 +121,19 @@ class FrameBuffer:
             self.received += 1
             i = bisect.bisect_left(self._stamps, frame.stamp_ns)
             if i < len(self._stamps) and self._stamps[i] == frame.stamp_ns:
-                self._drop_features(self._frames[i])
                 self._frames[i] = frame
                 return frame
             self._stamps.insert(i, frame.stamp_ns)
             self._frames.insert(i, frame)
             while len(self._frames) > self.capacity:
                 self._stamps.pop(0)
-                self._drop_features(self._frames.pop(0))
+                self._frames.pop(0)
         return frame
 
     def clear(self) -> None:
         with self._lock:
-            for frame in self._frames:
-                self._drop_features(frame)
             self._stamps.clear()
             self._frames.clear()
-            self._encoded.clear()
 
     def latest(self) -> Frame | None:
         with self._lock:
@@ -215,31 +189,3 @@ class FrameBuffer:
             raise NoFrameError(
                 f"no frame within {policy.tolerance_ns / NS_PER_S:.3f} s of {seconds(stamp_ns)} "
                 f"({held})")
-
-    def features(self, frame: Frame, encode: Callable[[Frame], Any]) -> Any:
-        """The model features of `frame`, encoded by `encode(frame)` on first use and kept for
-        later questions; at most `max_encoded` frames keep theirs (least recently used drop
-        first)."""
-        feats = frame.derived(FEATURES_KEY, lambda: encode(frame))
-        with self._lock:
-            if not any(f is frame for f in self._frames):
-                # evicted while it was being encoded: the caller uses the features, nobody keeps
-                # them
-                frame.forget(FEATURES_KEY)
-                return feats
-            self._encoded[id(frame)] = frame
-            self._encoded.move_to_end(id(frame))
-            while len(self._encoded) > self.max_encoded:
-                _, old = self._encoded.popitem(last=False)
-                old.forget(FEATURES_KEY)
-        return feats
-
-    def encoded_count(self) -> int:
-        """How many frames currently keep features."""
-        with self._lock:
-            return len(self._encoded)
-
-    def _drop_features(self, frame: Frame) -> None:
-        # caller holds self._lock
-        self._encoded.pop(id(frame), None)
-        frame.forget(FEATURES_KEY)

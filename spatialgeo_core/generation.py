@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from spatialgeo_core.kv_cache import with_cache
 from spatialgeo_core.types import GenerationOptions
 
 
@@ -39,66 +40,39 @@ def pick_token(logits: torch.Tensor, options: GenerationOptions,
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-@torch.inference_mode()
 def decode(llm, first_logits: torch.Tensor, cache, options: GenerationOptions, eos_id: int,
            start_time: float, on_token: Callable[[list[int]], None] | None = None,
            should_stop: Callable[[], bool] | None = None, keep_logits: bool = False,
            prompt_len: int | None = None) -> Decoded:
-    """Continue from the logits of the last prompt position ([vocab]) and the prompt's cache.
-
-    `llm` is the causal LM or its (compiled) forward. The first token's latency is measured from
-    `start_time` (the start of the whole answer). EOS is masked out of the first
-    `options.min_new_tokens` steps (the kept logits are the model's, unmasked). With `prompt_len`
-    every step is given its position explicitly, as a static cache needs (its length is its
-    capacity).
-    """
-    gen = torch.Generator().manual_seed(options.seed) if options.temperature > 0 else None
-    out = Decoded(ids=[], stopped="max_new_tokens", first_token_ms=0.0, decode_ms=0.0)
-    logits = first_logits
-    t_first = time.perf_counter()
-    device = first_logits.device
-    for step in range(options.max_new_tokens):
-        if should_stop is not None and should_stop():
-            out.stopped = "cancelled"
-            break
-        if keep_logits:
-            out.step_logits.append(logits.float().cpu())
-        if step < options.min_new_tokens:
-            logits = logits.clone()
-            logits[eos_id] = float("-inf")            # EOS may not end the answer yet
-        nxt = pick_token(logits if gen is None else logits.float().cpu(), options, gen)
-        if step == 0:
-            t_first = time.perf_counter()
-            out.first_token_ms = (t_first - start_time) * 1000
-        out.ids.append(nxt)
-        if on_token is not None:
-            on_token(out.ids)
-        if nxt == eos_id:
-            out.stopped = "eos"
-            break
-        if step + 1 == options.max_new_tokens:
-            break
-        extra = {} if prompt_len is None else {
-            "position_ids": torch.tensor([[prompt_len + step]], device=device)}
-        step_out = llm(input_ids=torch.tensor([[nxt]], device=device), past_key_values=cache,
-                       use_cache=True, **extra)
-        logits = step_out.logits[0, -1]
-    out.decode_ms = (time.perf_counter() - t_first) * 1000
-    return out
+    """`decode_batch` for one prompt: first_logits [vocab]; `prompt_len` gives every step its
+    position explicitly (as a static cache needs: its length is its capacity)."""
+    positions = None if prompt_len is None else torch.tensor([prompt_len],
+                                                             device=first_logits.device)
+    on_row = None if on_token is None else (lambda _, ids: on_token(ids))
+    return decode_batch(llm, first_logits[None], cache, options, eos_id, start_time,
+                        positions=positions, on_token=on_row, should_stop=should_stop,
+                        keep_logits=keep_logits)[0]
 
 
 @torch.inference_mode()
 def decode_batch(llm, first_logits: torch.Tensor, cache, options: GenerationOptions, eos_id: int,
-                 start_time: float, positions: torch.Tensor, attention_mask: torch.Tensor,
+                 start_time: float, positions: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None,
+                 on_token: Callable[[int, list[int]], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  keep_logits: bool = False) -> list[Decoded]:
-    """`decode` for B prompts at once, each row as `decode` would answer it alone.
+    """Continue B prompts from the logits of their last positions (first_logits [B, vocab]) and
+    their KV cache, each row as it would be answered alone.
 
-    first_logits [B, vocab]; positions [B]: the position of each row's first new token (its prompt
-    length); attention_mask [B, K]: 1 for the K cached slots a row may attend to, 0 for its
-    padding. A row that has ended is fed EOS until every row has (those outputs are dropped).
-    Greedy rows pick with one argmax over the batch; sampled rows each use their own generator
-    seeded as `decode` does.
+    `llm` is the causal LM or its (compiled) forward. positions [B]: the position of each row's
+    first new token (its prompt length), given to every step explicitly; None lets the cache
+    count them (rows of one length). attention_mask [B, K]: 1 for the K cached slots a row may
+    attend to, 0 for its padding; None when no row is padded. A row that has ended is fed EOS
+    until every row has (those outputs are dropped). Greedy rows pick with one argmax over the
+    batch; sampled rows each use their own generator seeded with `options.seed`. EOS is masked
+    out of the first `options.min_new_tokens` steps (the kept logits are the model's, unmasked).
+    `on_token(row, ids so far)` follows each new token; `should_stop` is polled before each step.
+    Latencies are measured from `start_time` (the start of the whole answer).
     """
     B = first_logits.shape[0]
     device = first_logits.device
@@ -133,6 +107,8 @@ def decode_batch(llm, first_logits: torch.Tensor, cache, options: GenerationOpti
             if step == 0:
                 outs[b].first_token_ms = (now - start_time) * 1000
             outs[b].ids.append(picked[b])
+            if on_token is not None:
+                on_token(b, outs[b].ids)
             if picked[b] == eos_id:
                 outs[b].stopped = "eos"
                 outs[b].decode_ms = (now - t_first) * 1000
@@ -141,10 +117,13 @@ def decode_batch(llm, first_logits: torch.Tensor, cache, options: GenerationOpti
             break
         nxt = torch.tensor([[p if b in live else eos_id] for b, p in enumerate(picked)],
                            device=device)                                   # [B, 1]
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, 1)], dim=1)
-        step_out = llm(input_ids=nxt, attention_mask=attention_mask,
-                       position_ids=(positions + step)[:, None], past_key_values=cache,
-                       use_cache=True)
+        extra = {}
+        if attention_mask is not None:
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, 1)], dim=1)
+            extra["attention_mask"] = attention_mask                        # [B, K + step + 1]
+        if positions is not None:
+            extra["position_ids"] = (positions + step)[:, None]             # [B, 1]
+        step_out = llm(input_ids=nxt, use_cache=True, **with_cache(cache), **extra)
         logits = step_out.logits[:, -1]                                      # [B, vocab]
     end = (time.perf_counter() - t_first) * 1000
     for b in live:

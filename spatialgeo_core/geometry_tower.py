@@ -177,7 +177,3 @@ class GeometryTower(nn.Module):
         return self.backbone.intermediate_features(x, self.cfg.layers)
 
 
-def expected_num_tensors(cfg: GeometryTowerConfig) -> int:
-    """Tensors in a DINOv2 state dict of this size: 5 + 14 per block + 2 (343 at depth 24)."""
-    return 5 + 14 * cfg.depth + 2
-

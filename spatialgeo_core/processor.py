@@ -29,7 +29,8 @@ from spatialgeo_core.tokenizer import LlamaTokenizer
 
 
 def to_pil_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    """PIL or [H, W, 3|4] / [H, W] uint8 array -> RGB PIL image. Raises InvalidImageError.
+    """PIL or [H, W, 3|4] / [H, W] uint8 array -> RGB PIL image (an RGB PIL image is returned as
+    it is: nothing here draws on it). Raises InvalidImageError.
 
     A PIL image of another mode is converted by `image_msgs.pil_to_rgb`, the rule of every entry
     point (16-bit grey scaled by 255/65535 as a mono16 message, not clipped)."""
@@ -37,7 +38,7 @@ def to_pil_rgb(image: Image.Image | np.ndarray) -> Image.Image:
         if image.width < 1 or image.height < 1:
             raise InvalidImageError(f"empty image {image.size}")
         if image.mode == "RGB":
-            return image.copy()
+            return image
         return Image.fromarray(pil_to_rgb(image), mode="RGB")
     arr = np.asarray(image)
     if arr.dtype != np.uint8:

@@ -52,7 +52,3 @@ def quantize_llm(llm: nn.Module, bits: int, compute_dtype: torch.dtype,
         raise ValueError(f"bits must be 4 or 8, got {bits}")
     return _replace_linears(llm, make4 if bits == 4 else make8, skip=("lm_head",))
 
-
-def is_quantized(module: nn.Module) -> bool:
-    bnb = require("bitsandbytes")
-    return isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))

@@ -84,15 +84,12 @@ class RegionPosition:
 
 def _box_bounds(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
     """Pixel index bounds [c0, c1) x [r0, r1) of the pixels u, v with x1 <= u < x2 and
-    y1 <= v < y2; the pixel under the box when that holds for none."""
+    y1 <= v < y2 (at least one each way: a box is at least one pixel wide and high and lies in
+    the image, types.Region.validate)."""
     x1, y1, x2, y2 = (float(v) for v in box)
 
     def span(lo: float, hi: float, n: int) -> tuple[int, int]:
-        a, b = max(0, math.ceil(lo)), min(n, math.ceil(hi))
-        if b <= a:
-            a = min(max(0, math.floor(lo)), n - 1)
-            b = a + 1
-        return a, b
+        return max(0, math.ceil(lo)), min(n, math.ceil(hi))
 
     c0, c1 = span(x1, x2, width)
     r0, r1 = span(y1, y2, height)

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from spatialgeo_core.processor import to_pil_rgb
-from spatialgeo_core.types import Region
+from spatialgeo_core.types import Region, check_regions
 
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
@@ -58,11 +58,11 @@ def _boundary(mask: np.ndarray, width: int) -> np.ndarray:
 
 
 def draw_regions(image: Image.Image | np.ndarray, regions: list[Region]) -> Image.Image:
-    """Validate the regions against the image and return a marked copy (RGB)."""
-    img = to_pil_rgb(image).copy()
+    """Check the regions against the image (InvalidRegionError naming "Region [i]") and return a
+    marked copy (RGB); without regions, the image as RGB (not a copy)."""
+    img = to_pil_rgb(image)
     w, h = img.size
-    for r in regions:
-        r.validate(w, h)
+    check_regions(regions, w, h)
     if not regions:
         return img
     lw, fs = line_width(w, h), font_size(w, h)

@@ -71,6 +71,50 @@ def check_region_references(question: str, num_regions: int) -> None:
             f"given (Region [i] is the i-th region, from 0)")
 
 
+MAX_QUESTION_CHARS = 2000
+
+
+class Question(str):
+    """A question that `check_question` accepted: stripped, not empty, not too long, naming only
+    the regions given. It is the text itself (a str); code that receives one does not check it
+    again."""
+
+    num_regions: int
+
+    def __new__(cls, text: str, num_regions: int) -> Question:
+        self = super().__new__(cls, text)
+        self.num_regions = num_regions
+        return self
+
+
+def check_question(question: str, num_regions: int, max_chars: int = MAX_QUESTION_CHARS,
+                   limit_name: str = "") -> Question:
+    """The question, stripped, as a Question; InvalidRequestError when it is empty, longer than
+    `max_chars` (the message names `limit_name`, a setting, when given) or refers to a region
+    beyond the `num_regions` given."""
+    if isinstance(question, Question) and question.num_regions == num_regions:
+        return question
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidRequestError("the question is empty")
+    text = question.strip()
+    if len(text) > max_chars:
+        setting = f" ({limit_name})" if limit_name else ""
+        raise InvalidRequestError(f"the question has {len(text)} characters; the limit is "
+                                  f"{max_chars}{setting}")
+    check_region_references(text, num_regions)
+    return Question(text, num_regions)
+
+
+def check_regions(regions: list[Region], width: int, height: int) -> None:
+    """InvalidRegionError naming the first region ("Region [i]: ...") that does not fit a
+    width x height image."""
+    for i, region in enumerate(regions):
+        try:
+            region.validate(width, height)
+        except InvalidRegionError as exc:
+            raise InvalidRegionError(f"Region [{i}]: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """Decoding options. Greedy (temperature 0) by default, so answers are reproducible."""

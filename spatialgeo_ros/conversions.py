@@ -32,7 +32,8 @@ from spatialgeo_core.image_msgs import (  # noqa: F401  (re-exported for the nod
 )
 from spatialgeo_core.optional import available, require
 from spatialgeo_core.types import Region
-from spatialgeo_ros.service_logic import QueryOutcome, QueryRequest
+from spatialgeo_ros.outcomes import QueryOutcome
+from spatialgeo_ros.request_validation import QueryRequest
 
 # -------------------------------------------------------------------------------------------------
 # Stamps and durations

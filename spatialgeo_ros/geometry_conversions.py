@@ -4,8 +4,6 @@ Like conversions.py, every function takes any object with the fields of the ROS 
 messages, rosbags' message classes, test objects); where new messages are made (positions,
 markers), the caller passes a factory of the message type (`make_position`, `make_marker`).
 
-- `intrinsics_from_camera_info` (spatialgeo_core.intrinsics.from_camera_info, shared with the
-  bag evaluation) and `depth_to_meters` (spatialgeo_core.image_msgs), re-exported for the node.
 - `fill_positions`: PositionsOutcome -> a response's `positions` and `positions_status`.
 - `fill_rgb_image`: uint8 [H, W, 3] RGB -> sensor_msgs/Image rgb8 (the annotated image).
 - `fill_markers`: an answered outcome -> visualization_msgs/MarkerArray: a box per region at its
@@ -19,10 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from spatialgeo_core.image_msgs import depth_to_meters  # noqa: F401  (the node's decode_depth)
-from spatialgeo_core.intrinsics import from_camera_info as intrinsics_from_camera_info  # noqa: F401
 from spatialgeo_ros.conversions import set_stamp
-from spatialgeo_ros.service_logic import QueryOutcome
+from spatialgeo_ros.outcomes import QueryOutcome
 
 # visualization_msgs/Marker constants (a test keeps them equal to the message's)
 CUBE, TEXT_VIEW_FACING = 1, 9

@@ -1,8 +1,12 @@
 """spatialgeo_node: a ROS 2 lifecycle node that answers spatial questions about camera frames.
 
-The only module that imports rclpy. Everything it decides is in plain-Python modules tested
-without ROS: parameters (params.py), message conversions (conversions.py), validation, frame
-selection, the bounded queue, timeouts and statuses (service_logic.py, spatialgeo_core.frames).
+One of the two executables of the ROS layer (with live_eval_client.py, the eval_live client),
+and the only module of the node that imports rclpy. Everything it decides is in plain-Python
+modules tested without ROS: parameters (params.py), message conversions (conversions.py,
+geometry_conversions.py), request validation (request_validation.py), frame selection
+(spatialgeo_core.frames), the bounded queue (inference_queue.py), the request path and timeouts
+(query_service.py), statuses (outcomes.py), region positions (position_source.py) and
+diagnostics (diagnostics.py). The answer itself is the core's: spatialgeo_core.serving.
 
 Lifecycle:
 - configure: read parameters, load the pipeline (a failure is a logged FAILURE transition),
@@ -37,6 +41,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 
 import rclpy
@@ -62,6 +67,9 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import Marker, MarkerArray
 
+from spatialgeo_core.image_msgs import depth_to_meters
+from spatialgeo_core.intrinsics import from_camera_info
+from spatialgeo_core.load_options import LoadOptions
 from spatialgeo_ros.action import SpatialQueryStream
 from spatialgeo_ros.conversions import (
     check_compressed_decoding,
@@ -72,33 +80,20 @@ from spatialgeo_ros.conversions import (
     set_duration,
     stamp_to_ns,
 )
-from spatialgeo_ros.geometry_conversions import (
-    depth_to_meters,
-    fill_markers,
-    fill_positions,
-    fill_rgb_image,
-    intrinsics_from_camera_info,
-)
+from spatialgeo_ros.diagnostics import ModelState, build_diagnostics
+from spatialgeo_ros.geometry_conversions import fill_markers, fill_positions, fill_rgb_image
 from spatialgeo_ros.msg import RegionPosition, SpatialAnswer
+from spatialgeo_ros.outcomes import QueryOutcome, Status, outcome_for_exception
 from spatialgeo_ros.params import (
     PARAMS,
-    ModelParams,
     NodeParams,
     ParamSpec,
     camera_topics,
     depth_topics,
     params_from_values,
-    resolve_device,
 )
-from spatialgeo_ros.positions_logic import PositionSource
-from spatialgeo_ros.service_logic import (
-    ModelState,
-    QueryOutcome,
-    QueryService,
-    Status,
-    build_diagnostics,
-    outcome_for_exception,
-)
+from spatialgeo_ros.position_source import PositionSource
+from spatialgeo_ros.query_service import QueryService
 from spatialgeo_ros.srv import SpatialQuery
 
 NODE_NAME = "spatialgeo_node"
@@ -269,15 +264,17 @@ class SpatialGeoNode(LifecycleNode):
         self.release_resources()
         return SUCCESS
 
-    def _load_pipeline(self, model: ModelParams):
+    @staticmethod
+    def _load_pipeline(options: LoadOptions):
+        """The pipeline `options` (the model.* parameters) describe; model.path "" is the
+        embedded default model."""
+        from spatialgeo_core.default_model import embedded_model_path
         from spatialgeo_core.pipeline import SpatialGeoPipeline
 
-        device = resolve_device(model.device)
-        pipeline = SpatialGeoPipeline.from_pretrained(
-            model.path or None, device=device, load_4bit=model.load_4bit,
-            load_8bit=model.load_8bit, attn_implementation=model.attn_implementation,
-            dtype=None if model.dtype == "auto" else model.dtype)
-        return pipeline, device
+        if options.path is None:
+            options = replace(options, path=str(embedded_model_path()))
+        pipeline = SpatialGeoPipeline.from_pretrained(options)
+        return pipeline, str(pipeline.device)
 
     def _annotated_wanted(self) -> bool:
         """Whether an annotated image would reach anybody (it is drawn only then)."""
@@ -291,7 +288,7 @@ class SpatialGeoNode(LifecycleNode):
         return PositionSource(
             cameras.names, cameras.depth, cameras.buffer_size,
             round(params.frames.depth_tolerance * 1e9), decode_depth=depth_to_meters,
-            decode_info=partial(intrinsics_from_camera_info, rectified=cameras.rectified),
+            decode_info=partial(from_camera_info, rectified=cameras.rectified),
             depth_topic=topics.__getitem__)
 
     def _subscribe_cameras(self, params: NodeParams) -> None:

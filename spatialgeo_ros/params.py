@@ -3,8 +3,10 @@
 `PARAMS` is the declaration table (name, default, description, range or choices). The node
 declares each entry with a ParameterDescriptor built from it (node.py), reads the values back on
 configure and calls `params_from_values`, which validates them and raises ValueError naming the
-parameter. The default YAML (launch/spatialgeo_params.yaml) holds the same names under `/**:
-ros__parameters:`; a test keeps the two in step. No rclpy here.
+parameter. The model.* parameters become the core's LoadOptions (spatialgeo_core.load_options),
+the one value the CLI builds from its options too. The default YAML
+(launch/spatialgeo_params.yaml) holds the same names under `/**: ros__parameters:`; a test keeps
+the two in step. No rclpy here.
 """
 from __future__ import annotations
 
@@ -12,6 +14,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from spatialgeo_core.dtypes import DTYPE_NAMES
+from spatialgeo_core.load_options import (
+    ATTENTION_CHOICES,
+    DEVICE_RE,
+    QUANTIZATIONS,
+    LoadOptions,
+)
 
 ParamValue = bool | int | float | str | tuple[str, ...]
 
@@ -47,7 +57,6 @@ class ParamSpec:
         return ""
 
 
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -56,14 +65,18 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Local directory of the SpatialGeo checkpoint; empty = the embedded default model."),
     ParamSpec("model.device", "auto",
               "Torch device: auto (cuda when available, else cpu), cpu, cuda or cuda:N."),
-    ParamSpec("model.load_4bit", False,
-              "Quantise the language model to 4 bit (needs bitsandbytes)."),
-    ParamSpec("model.load_8bit", False,
-              "Quantise the language model to 8 bit (needs bitsandbytes)."),
+    ParamSpec("model.quantization", "none",
+              "Quantise the language model's linear layers: 4bit (NF4) or 8bit (LLM.int8; both "
+              "need bitsandbytes); the towers and adapters stay in model.dtype.",
+              choices=QUANTIZATIONS),
     ParamSpec("model.attn_implementation", "sdpa", "Attention kernel of the language model.",
-              choices=("sdpa", "eager", "flash_attention_2")),
+              choices=ATTENTION_CHOICES),
     ParamSpec("model.dtype", "auto", "Weights dtype; auto = the pipeline's choice for the device.",
-              choices=("auto", "float16", "bfloat16", "float32")),
+              choices=("auto", *DTYPE_NAMES)),
+    ParamSpec("model.max_cached_frames", 2,
+              "Frames whose features (visual tokens and image-prefix KV cache) are kept for "
+              "further questions, across all cameras, least recently used dropped first (about "
+              "0.6 GB each for a 7B model in fp16).", min=1, max=100),
     # cameras
     ParamSpec("cameras.names", ("camera",),
               "Camera names. With one camera its topics are `image` and `camera_info`; with "
@@ -97,9 +110,6 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("frames.depth_tolerance", 0.02,
               "Largest |depth stamp - colour frame stamp| in seconds for a depth image to be "
               "the one of a colour frame.", min=0.0, max=1.0),
-    ParamSpec("frames.max_encoded", 4,
-              "Frames per camera whose image features are kept for further questions.",
-              min=1, max=100),
     # queries
     ParamSpec("query.max_pending", 4,
               "Requests admitted at once (running + waiting); more are answered BUSY.",
@@ -142,23 +152,6 @@ def defaults() -> dict[str, ParamValue]:
 
 
 @dataclass(frozen=True)
-class ModelParams:
-    path: str                 # "" = embedded default model
-    device: str               # auto | cpu | cuda | cuda:N
-    load_4bit: bool
-    load_8bit: bool
-    attn_implementation: str
-    dtype: str                # auto | float16 | bfloat16 | float32
-
-    def __post_init__(self):
-        if not DEVICE_RE.match(self.device):
-            raise ValueError(
-                f"model.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.load_4bit and self.load_8bit:
-            raise ValueError("model.load_4bit and model.load_8bit cannot both be true")
-
-
-@dataclass(frozen=True)
 class CameraParams:
     names: tuple[str, ...]
     transport: str            # raw | compressed
@@ -183,7 +176,6 @@ class CameraParams:
 class FrameParams:
     stamp_tolerance: float    # s
     max_age: float            # s, 0 = any age
-    max_encoded: int
     depth_tolerance: float    # s, |depth stamp - colour stamp|
 
 
@@ -223,7 +215,7 @@ class OutputParams:
 
 @dataclass(frozen=True)
 class NodeParams:
-    model: ModelParams
+    model: LoadOptions        # path None = the embedded default model (model.path "")
     cameras: CameraParams
     frames: FrameParams
     query: QueryParams
@@ -267,17 +259,14 @@ def params_from_values(values: Mapping[str, Any]) -> NodeParams:
         raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
     v = {p.name: _check(p, values.get(p.name, p.default)) for p in PARAMS}
     return NodeParams(
-        model=ModelParams(
-            path=v["model.path"], device=v["model.device"], load_4bit=v["model.load_4bit"],
-            load_8bit=v["model.load_8bit"], attn_implementation=v["model.attn_implementation"],
-            dtype=v["model.dtype"]),
+        model=_load_options(v),
         cameras=CameraParams(
             names=v["cameras.names"], transport=v["cameras.transport"], qos=v["cameras.qos"],
             buffer_size=v["cameras.buffer_size"], depth=v["cameras.depth"],
             rectified=v["cameras.rectified"]),
         frames=FrameParams(
             stamp_tolerance=v["frames.stamp_tolerance"], max_age=v["frames.max_age"],
-            max_encoded=v["frames.max_encoded"], depth_tolerance=v["frames.depth_tolerance"]),
+            depth_tolerance=v["frames.depth_tolerance"]),
         query=QueryParams(
             max_pending=v["query.max_pending"],
             request_queue_depth=v["query.request_queue_depth"], timeout=v["query.timeout"],
@@ -290,6 +279,22 @@ def params_from_values(values: Mapping[str, Any]) -> NodeParams:
             publish_annotated=v["output.publish_annotated"],
             publish_markers=v["output.publish_markers"]),
     )
+
+
+def _load_options(v: Mapping[str, Any]) -> LoadOptions:
+    """The model.* values as LoadOptions (its ValueError names the parameter)."""
+    if not DEVICE_RE.match(v["model.device"]):
+        raise ValueError(
+            f"model.device must be auto, cpu, cuda or cuda:N, got {v['model.device']!r}")
+    try:
+        return LoadOptions(
+            path=v["model.path"] or None, device=v["model.device"],
+            dtype=None if v["model.dtype"] == "auto" else v["model.dtype"],
+            quantization=v["model.quantization"],
+            attn_implementation=v["model.attn_implementation"],
+            max_cached_frames=v["model.max_cached_frames"])
+    except ValueError as exc:          # LoadOptions names its field: the parameter is model.<it>
+        raise ValueError(f"model.{exc}") from None
 
 
 def flatten_yaml_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -318,15 +323,6 @@ def depth_topics(names: tuple[str, ...]) -> dict[str, str]:
     return {n: f"{n}/depth" for n in names}
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; any other value unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def parse_bool_arg(name: str, text: str) -> bool:
     """A launch argument's 'true'/'false' (any case) -> bool; ValueError naming the argument."""
     lowered = text.strip().lower()
@@ -345,7 +341,7 @@ def launch_overrides(model_path: str, load_4bit: str, device: str) -> dict[str, 
     if model_path.strip():
         out["model.path"] = model_path.strip()
     if load_4bit.strip():
-        out["model.load_4bit"] = parse_bool_arg("load_4bit", load_4bit)
+        out["model.quantization"] = "4bit" if parse_bool_arg("load_4bit", load_4bit) else "none"
     if device.strip():
         if not DEVICE_RE.match(device.strip()):
             raise ValueError(

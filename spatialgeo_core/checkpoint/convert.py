@@ -42,6 +42,7 @@ from spatialgeo_core.checkpoint.towers import (
     read_vit_model,
 )
 from spatialgeo_core.config import SpatialGeoConfig
+from spatialgeo_core.dtypes import torch_dtype
 from spatialgeo_core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -118,14 +119,11 @@ def assemble(llava_dir: str | Path, release_dir: str | Path | None = None,
     return Assembled(cfg, tensors, tok_dir)
 
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def save_assembled(asm: Assembled, out_dir: str | Path, dtype: str = "float16") -> Path:
     """Cast, check strictly against the model the config describes, and save in our format."""
     from spatialgeo_core.model import SpatialGeoForCausalLM
 
-    dt = DTYPES[dtype]
+    dt = torch_dtype(dtype)
     tensors = {k: v.to(dt) if v.is_floating_point() else v for k, v in asm.tensors.items()}
     with torch.device("meta"):
         check_keys(SpatialGeoForCausalLM(asm.config), tensors, "the converted model")

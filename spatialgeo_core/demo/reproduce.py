@@ -9,7 +9,7 @@
 4. per variant (fused = SpatialGeo; clip_only = LLaVA-1.5 layout, with --ablation): an initial
    checkpoint in our format, stage 0 (the LLaMA alone on the world's text: drills that conclude
    from stated facts, as LLaVA's LLM arrives pretrained), stage 1 and stage 2 through
-   `spatialgeo train`'s engine with training/configs/demo_stage{0,1,2}.yaml, the merged model at
+   `spatialgeo train`'s engine with demo/configs/demo_stage{0,1,2}.yaml, the merged model at
    <out>/<variant>/model;
 5. evaluation on the held-out split with the bench scorer (<out>/<variant>/eval/metrics.json) and
    what the model reads of each held-out region (eval/reading.json).
@@ -27,31 +27,30 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from spatialgeo_core.demo.data import DemoWorld, write_world
-from spatialgeo_core.demo.towers import (
-    demo_config,
-    pretrain_geometry,
-    pretrain_semantic,
-    tower_data,
-)
 from spatialgeo_core.synthetic.questions import WORDINGS
 from spatialgeo_core.synthetic.world import NAMINGS
-from spatialgeo_core.tiny import build_tokenizer
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"     # package data: demo_stage{0,1,2}.yaml
 VARIANTS = ("fused", "clip_only")
 
 
 def prepare(out: Path, world: DemoWorld, tower_images: int, semantic_steps: int,
             geometry_steps: int, vocab_size: int) -> dict:
     """Steps 1-3; returns what they measured."""
+    import torch
     from safetensors.torch import load_file, save_file
 
+    from spatialgeo_core.demo.towers import (
+        demo_config,
+        pretrain_geometry,
+        pretrain_semantic,
+        tower_data,
+    )
     from spatialgeo_core.model import SpatialGeoForCausalLM
+    from spatialgeo_core.tiny import build_tokenizer
     info_path = out / "prepare.json"
     if info_path.is_file():
         return json.loads(info_path.read_text())
@@ -80,9 +79,11 @@ def prepare(out: Path, world: DemoWorld, tower_images: int, semantic_steps: int,
 
 def build_init(out: Path, variant: str, vocab_size: int, image_size: int, seed: int) -> Path:
     """A checkpoint in our format: pretrained towers, random adapters and LLaMA."""
+    import torch
     from safetensors.torch import load_file
 
     from spatialgeo_core.checkpoint.ours import save_ours
+    from spatialgeo_core.demo.towers import demo_config
     from spatialgeo_core.model import SpatialGeoForCausalLM
     cfg = demo_config(vocab_size, geometry=variant == "fused", image_size=image_size)
     torch.manual_seed(seed)
@@ -101,7 +102,7 @@ def build_init(out: Path, variant: str, vocab_size: int, image_size: int, seed: 
 
 def run_stage(stage: int, init: Path, output: Path, data: Path, variant: str,
               overrides: list[str]) -> Path:
-    """`spatialgeo train --config training/configs/demo_stage{stage}.yaml` for a variant (stage 0:
+    """`spatialgeo train --config demo/configs/demo_stage{stage}.yaml` for a variant (stage 0:
     the LLaMA on the world's text, 1: captions, 2: questions)."""
     from spatialgeo_core.training.config import load_config
     from spatialgeo_core.training.engine import train
@@ -167,7 +168,7 @@ def evaluate(model_dir: Path, out: Path, world: DemoWorld, limit: int | None = N
     what the model reads of each held-out region (eval/reading.json, demo/reading.py)."""
     from spatialgeo_core.demo.data import DESCRIBE
     from spatialgeo_core.demo.reading import evaluate_reading
-    from spatialgeo_core.eval.bench_runner import evaluate_bench
+    from spatialgeo_core.eval.spatialrgpt.runner import evaluate_bench
     from spatialgeo_core.pipeline import SpatialGeoPipeline
     from spatialgeo_core.types import GenerationOptions
     eval_dir = model_dir.parent / "eval"
@@ -176,7 +177,7 @@ def evaluate(model_dir: Path, out: Path, world: DemoWorld, limit: int | None = N
 
     def load():
         nonlocal pipe
-        pipe = pipe or SpatialGeoPipeline.from_pretrained(model_dir, device="cpu")
+        pipe = pipe or SpatialGeoPipeline.from_pretrained(model_dir)          # on the CPU
         return pipe
 
     if (eval_dir / "metrics.json").is_file():
@@ -281,8 +282,8 @@ answers in metres, worded one way per category; 100 held-out scenes x 4 question
 units); SentencePiece tokenizer on the world's text; semantic tower pretrained per patch (object
 colour, shape, region mark) and geometry tower pretrained MoGe-style (affine-invariant point map +
 metric log-depth, plus the same per-patch appearance head: DINOv2 features keep what the image
-looks like), both then frozen; stage 1 `training/configs/demo_stage1.yaml` (region captions, plain
-template, adapters + LLaMA); stage 2 `training/configs/demo_stage2.yaml` (every SpatialRGPT-Bench
+looks like), both then frozen; stage 1 `demo/configs/demo_stage1.yaml` (region captions, plain
+template, adapters + LLaMA); stage 2 `demo/configs/demo_stage2.yaml` (every SpatialRGPT-Bench
 category plus every second scene's caption as "Describe the marked regions.", vicuna_v1, feature
 dropping 0.1).
 
@@ -350,6 +351,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

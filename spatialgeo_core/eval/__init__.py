@@ -1,20 +1,5 @@
-"""Judge-free evaluation: answer parsing, SpatialRGPT-Bench metrics, file format and report.
+"""Judge-free evaluation: SpatialRGPT-Bench metrics, the file formats, the runners and the report.
 
-Only the pure-Python answer parsers are re-exported here, so that importing this package (as the
-ROS layer does for `parse_metric_value`) does not pull in pycocotools or matplotlib.
+The answer parser these scores rest on is spatialgeo_core.answer_parsing (the node reads answers
+with it too).
 """
-from spatialgeo_core.eval.answer_parsing import (
-    parse_choice,
-    parse_clock_hours,
-    parse_distance_m,
-    parse_metric_value,
-    parse_predicate,
-)
-
-__all__ = [
-    "parse_choice",
-    "parse_clock_hours",
-    "parse_distance_m",
-    "parse_metric_value",
-    "parse_predicate",
-]

@@ -222,7 +222,6 @@ class FrameMatch:
     question: QuestionRecord
     topic: str | None
     frame: Frame | None = None            # payload: BagMessage
-    buffer: FrameBuffer | None = None     # the buffer holding `frame` (for its cached features)
     error: SpatialGeoError | None = None
 
 
@@ -263,7 +262,7 @@ def _select(topic: str, state: _TopicState, question: QuestionRecord,
     try:
         # stamp != 0 (questions.py refuses 0), so `now` plays no part in the selection
         frame = state.buffer.select(stamp, now_ns=stamp, policy=policy)
-        return FrameMatch(question, topic, frame, state.buffer)
+        return FrameMatch(question, topic, frame)
     except FrameSelectionError as exc:
         tol = policy.tolerance_ns / NS_PER_S
         if state.count == 0:
@@ -284,7 +283,7 @@ def _select(topic: str, state: _TopicState, question: QuestionRecord,
 
 
 def match_frames(bag: Bag, questions: Iterable[QuestionRecord], policy: SelectionPolicy,
-                 buffer_size: int = 30, max_encoded: int = 4,
+                 buffer_size: int = 30,
                  default_topic: str | None = None) -> Iterator[FrameMatch]:
     """Each question with its frame (or its error), in the order the bag reaches them.
 
@@ -301,7 +300,7 @@ def match_frames(bag: Bag, questions: Iterable[QuestionRecord], policy: Selectio
         except TopicError as exc:
             yield FrameMatch(q, q.topic or default_topic, error=exc)
             continue
-        state = states.setdefault(topic, _TopicState(FrameBuffer(buffer_size, max_encoded)))
+        state = states.setdefault(topic, _TopicState(FrameBuffer(buffer_size)))
         if q.stamp_ns is not None:
             stamped.setdefault(topic, []).append(q)
         else:
@@ -341,7 +340,7 @@ def _play(bag: Bag, states: dict[str, _TopicState],
         state.first_ns = min(state.first_ns, message.stamp_ns)
         state.last_ns = max(state.last_ns, message.stamp_ns)
         for q in state.by_index.pop(message.index, ()):
-            yield FrameMatch(q, message.topic, frame, state.buffer)
+            yield FrameMatch(q, message.topic, frame)
         while (state.by_stamp
                and state.by_stamp[0].stamp_ns + policy.tolerance_ns < message.stamp_ns):
             yield _select(message.topic, state, state.by_stamp.popleft(), policy)

@@ -26,8 +26,8 @@ import numpy as np
 
 from spatialgeo_core.depth import InvalidDepthError, check_depth
 from spatialgeo_core.errors import InvalidImageError
-from spatialgeo_core.eval.bag import Bag, BagMessage, FrameMatch, TopicError, decode_rgb
-from spatialgeo_core.frames import FEATURES_KEY, FrameBuffer, FrameSelectionError, SelectionPolicy
+from spatialgeo_core.eval.bag import Bag, BagMessage, FrameMatch, TopicError
+from spatialgeo_core.frames import FrameBuffer, FrameSelectionError, SelectionPolicy
 from spatialgeo_core.image_msgs import depth_to_meters, stamp_to_ns
 from spatialgeo_core.intrinsics import InvalidIntrinsicsError, from_camera_info
 from spatialgeo_core.region_positions import invalid_regions, region_positions
@@ -121,13 +121,10 @@ class BagDepth:
         return depth_to_meters(depth_frame.payload.msg)
 
     def record_fields(self, match: FrameMatch, regions: Sequence[Region],
-                      truth: Sequence[dict] | None) -> dict:
-        """The positions fields of an answered question's record (module docstring)."""
-        features = match.frame.get(FEATURES_KEY)
-        if features is not None:
-            width, height = features.size
-        else:
-            height, width = decode_rgb(match.frame.payload).shape[:2]
+                      truth: Sequence[dict] | None, size: tuple[int, int]) -> dict:
+        """The positions fields of an answered question's record (module docstring), for its
+        frame of `size` (width, height)."""
+        width, height = size
         try:
             depth = match.frame.derived(DEPTH_KEY, lambda: self._depth(match))
             check_depth(depth, width, height)

@@ -1,29 +1,33 @@
-"""`spatialgeo eval-bag`, `eval-bench` and `eval-live` (added to the `spatialgeo` CLI).
+"""`spatialgeo eval-bag`, `eval-bench` and `eval-spatialscore` (added to the `spatialgeo` CLI).
 
     spatialgeo eval-bag --bag BAG --questions questions.jsonl --model-path DIR --out DIR
     spatialgeo eval-bench --annotations SpatialRGPT-Bench_v1.json --images DIR --model-path DIR \\
         --out DIR                       # or: torchrun --nproc_per_node=N -m spatialgeo_core.cli
-    spatialgeo eval-live --questions questions.jsonl --out DIR      # on a ROS 2 machine
     spatialgeo eval-spatialscore --data SpatialScore.json --root DIR --out DIR
     spatialgeo eval-spatialscore --score-only predictions.json --out DIR
 
 Each writes results.jsonl, metrics.json and report.md (with PNG plots) into --out. Nothing heavy
-is imported until a command runs, so `spatialgeo --help` works without the [eval] extra.
+is imported until a command runs, so `spatialgeo --help` works without the [eval] extra. The
+live evaluation against a running node is the ROS layer's (`ros2 run spatialgeo_ros eval_live`,
+spatialgeo_ros/live_eval.py); it shares `add_output_args` and the runner's records.
 """
 from __future__ import annotations
 
 import argparse
 
-from spatialgeo_core.cli import add_model_args, load_pipeline
+from spatialgeo_core.cli import add_model_args, load_options, load_pipeline
 
 
-def _add_common(p: argparse.ArgumentParser, live: bool = False, units: bool = True) -> None:
+def add_output_args(p: argparse.ArgumentParser, max_new_tokens: int = 128,
+                    max_new_tokens_help: str = "longest answer in tokens",
+                    units: bool = True) -> None:
+    """--out, --resume, --max-new-tokens, --default-unit (with `units`) and --no-progress."""
     p.add_argument("--out", required=True, help="output directory (results.jsonl, metrics.json, "
                                                 "report.md)")
     p.add_argument("--resume", action="store_true",
                    help="continue a run in --out: skip questions already answered, retry errors")
-    p.add_argument("--max-new-tokens", type=int, default=0 if live else 128,
-                   help="longest answer in tokens" + (" (0 = the node's default)" if live else ""))
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                   help=max_new_tokens_help)
     if units:
         p.add_argument("--default-unit", default=None, metavar="UNIT",
                        help="unit of a bare number in an answer when scoring (m, cm, ft, ...); "
@@ -38,9 +42,7 @@ def _model_id(args) -> str:
 
 def _model_dirs(args) -> list[str]:
     """The directories the model is loaded from (the default model's when none is given)."""
-    from spatialgeo_core.default_model import default_model_path
-
-    return [args.model_path or str(default_model_path())] + ([args.clip] if args.clip else [])
+    return [load_options(args).path] + ([args.clip] if args.clip else [])
 
 
 def cmd_eval_bag(args) -> int:
@@ -51,7 +53,7 @@ def cmd_eval_bag(args) -> int:
         args.bag, args.questions, args.out, lambda: load_pipeline(args),
         model_id=_model_id(args), options=GenerationOptions(max_new_tokens=args.max_new_tokens),
         tolerance_ms=args.tolerance_ms, buffer_size=args.buffer_size,
-        max_encoded=args.max_encoded, topic=args.topic, resume=args.resume,
+        topic=args.topic, resume=args.resume,
         default_unit=args.default_unit, progress=args.progress, model_dirs=_model_dirs(args),
         depth_topic=args.depth_topic, depth_tolerance_ms=args.depth_tolerance_ms,
         rectified=args.rectified)
@@ -60,8 +62,9 @@ def cmd_eval_bag(args) -> int:
 
 
 def cmd_eval_bench(args) -> int:
-    from spatialgeo_core.eval.bench_runner import evaluate_bench, shard_device
     from spatialgeo_core.eval.runner import summary_line
+    from spatialgeo_core.eval.sharding import shard_device
+    from spatialgeo_core.eval.spatialrgpt.runner import evaluate_bench
     from spatialgeo_core.types import GenerationOptions
 
     args.device = shard_device(args.device)
@@ -96,7 +99,7 @@ def cmd_eval_spatialscore(args) -> int:
     else:
         if not args.data or not args.root:
             raise EvalRunError("give --data and --root (or --score-only FILE)")
-        from spatialgeo_core.eval.bench_runner import shard_device
+        from spatialgeo_core.eval.sharding import shard_device
         from spatialgeo_core.types import GenerationOptions
 
         args.device = shard_device(args.device)
@@ -109,19 +112,6 @@ def cmd_eval_spatialscore(args) -> int:
     if metrics is not None:                      # rank 0 (or a single process) writes them
         print(f"eval-spatialscore: {summary_line(metrics, args.out)}")
     return 0
-
-
-def cmd_eval_live(args) -> int:
-    from spatialgeo_core.optional import available
-
-    if not available("rclpy"):
-        from spatialgeo_core.errors import MissingDependencyError
-        raise MissingDependencyError(
-            "eval-live needs a ROS 2 runtime (rclpy is not on PyPI): source "
-            "/opt/ros/<distro>/setup.bash and the workspace where spatialgeo_ros is built")
-    from spatialgeo_ros.live_eval import run_live
-
-    return run_live(args)
 
 
 def add_parsers(sub) -> None:
@@ -142,8 +132,6 @@ def add_parsers(sub) -> None:
                         "frames.stamp_tolerance")
     b.add_argument("--buffer-size", type=int, default=30,
                    help="frames kept per topic, as the node's cameras.buffer_size")
-    b.add_argument("--max-encoded", type=int, default=4,
-                   help="frames whose image features are kept, as the node's frames.max_encoded")
     b.add_argument("--depth-topic", default=None,
                    help="depth topic registered to the images (default: the bag's only 16UC1 "
                         "or 32FC1 Image topic, if any): the regions' 3D positions are added")
@@ -153,7 +141,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--rectified", action="store_true",
                    help="the images are rectified: intrinsics from CameraInfo's P, as the "
                         "node's cameras.rectified")
-    _add_common(b)
+    add_output_args(b)
     b.set_defaults(func=cmd_eval_bag)
 
     e = sub.add_parser(
@@ -169,7 +157,7 @@ def add_parsers(sub) -> None:
     e.add_argument("--limit", type=int, default=None, help="only the first N items")
     e.add_argument("--barrier-timeout-s", type=float, default=6 * 3600.0,
                    help="how long rank 0 waits for the other ranks to finish")
-    _add_common(e)
+    add_output_args(e)
     e.set_defaults(func=cmd_eval_bench)
 
     s = sub.add_parser(
@@ -204,27 +192,5 @@ def add_parsers(sub) -> None:
                    help="only the first N items of the subset")
     s.add_argument("--barrier-timeout-s", type=float, default=6 * 3600.0,
                    help="how long rank 0 waits for the other ranks to finish")
-    _add_common(s, units=False)
+    add_output_args(s, units=False)
     s.set_defaults(func=cmd_eval_spatialscore, max_new_tokens=1024)
-
-    v = sub.add_parser(
-        "eval-live", help="ask a running spatialgeo_node about a bag being played (ROS 2)",
-        description="Read questions.jsonl, wait for each question's frame on its topic (played "
-                    "by `ros2 bag play`), call the node's spatial_query service with the "
-                    "question's stamp, and score the answers like eval-bag.")
-    v.add_argument("--questions", required=True, help="questions.jsonl")
-    v.add_argument("--service", default="/spatial_query", help="the SpatialQuery service")
-    v.add_argument("--camera", default="", help="the node camera to ask (default: its first)")
-    v.add_argument("--topic", default=None,
-                   help="image topic to watch for questions without one")
-    v.add_argument("--bag", default=None,
-                   help="the bag being played, to turn frame_index questions into stamps")
-    v.add_argument("--timeout-s", type=float, default=0.0,
-                   help="per-question timeout sent to the node (0 = the node's default)")
-    v.add_argument("--wait-s", type=float, default=30.0,
-                   help="how long to wait for a question's frame to be played")
-    v.add_argument("--player", default=None, metavar="NODE",
-                   help="pause this rosbag2 player (e.g. /rosbag2_player) while asking, so "
-                        "frames are not evicted from the node's buffer during inference")
-    _add_common(v, live=True)
-    v.set_defaults(func=cmd_eval_live)

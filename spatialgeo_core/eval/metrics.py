@@ -26,8 +26,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
-from spatialgeo_core.errors import SpatialGeoError
-from spatialgeo_core.eval.answer_parsing import (
+from spatialgeo_core.answer_parsing import (
     QUANTITATIVE_CATEGORIES,
     RELATION_GROUP,
     category_kind,
@@ -37,6 +36,7 @@ from spatialgeo_core.eval.answer_parsing import (
     parse_distance_m,
     parse_predicate,
 )
+from spatialgeo_core.errors import SpatialGeoError
 
 logger = logging.getLogger(__name__)
 

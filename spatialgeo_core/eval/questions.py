@@ -34,9 +34,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from spatialgeo_core.answer_parsing import category_kind
 from spatialgeo_core.errors import InvalidRegionError, SpatialGeoError
-from spatialgeo_core.eval.answer_parsing import category_kind
-from spatialgeo_core.eval.bench_format import QA_TYPES, check_rle, decode_rle
+from spatialgeo_core.eval.spatialrgpt.format import QA_TYPES, check_rle, decode_rle
 from spatialgeo_core.types import Region
 
 NS_PER_S = 1_000_000_000

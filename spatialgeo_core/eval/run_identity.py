@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from spatialgeo_core.errors import EvalRunError
 from spatialgeo_core.eval.questions import QuestionRecord
 
 RUN_FILE = "run.json"
@@ -81,8 +82,6 @@ def check_and_record(out_dir: Path, identity: dict, answered: set[str]) -> None:
     """Before a run writes into out_dir: when it would reuse `answered` results, refuse
     (EvalRunError saying what differs) unless run.json records the same bag and model and the
     same questions under those ids; then write run.json for this run."""
-    from spatialgeo_core.eval.runner import EvalRunError
-
     path = Path(out_dir) / RUN_FILE
     recorded: dict = {}
     if answered:

@@ -1,4 +1,6 @@
-"""The evaluation loop shared by `spatialgeo eval-bag`, `eval-bench` and `eval-live`.
+"""The evaluation loop shared by `spatialgeo eval-bag`, `eval-bench`, `eval-spatialscore` and the
+ROS layer's `eval_live`. Every answer comes from spatialgeo_core.serving.answer_frame, the path
+the node answers by.
 
 Output directory:
     results.jsonl   one record per question, appended and flushed as soon as it is answered, so
@@ -32,21 +34,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from spatialgeo_core.errors import InterruptedRun, InvalidRegionError, SpatialGeoError
+from spatialgeo_core.errors import EvalRunError, InterruptedRun, SpatialGeoError
 from spatialgeo_core.eval.metrics import aggregate, score_item
 from spatialgeo_core.eval.questions import LineError, QuestionRecord, read_questions
-from spatialgeo_core.types import GenerationOptions, Region
+from spatialgeo_core.serving import FrameAnswer, answer_frame
+from spatialgeo_core.types import GenerationOptions
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 METRICS_FILE = "metrics.json"
 MAX_LISTED_ERRORS = 20
-
-
-class EvalRunError(SpatialGeoError):
-    """The output directory cannot be used, or a run could not finish (the message says what was
-    kept)."""
 
 
 # -------------------------------------------------------------------------------------------------
@@ -88,31 +86,9 @@ def is_ok(record: dict) -> bool:
     return record.get("status") == "ok"
 
 
-def validate_regions(regions: Iterable[Region], width: int, height: int) -> None:
-    """InvalidRegionError naming the first region that does not fit a width x height image."""
-    for i, region in enumerate(regions):
-        try:
-            region.validate(width, height)
-        except InvalidRegionError as exc:
-            raise InvalidRegionError(f"Region [{i}]: {exc}") from exc
-
-
-def encode_image(pipeline, rgb, regions: list[Region]):
-    """Features of an uint8 [H, W, 3] image with `regions` drawn, after checking they fit it."""
-    validate_regions(regions, rgb.shape[1], rgb.shape[0])
-    return pipeline.encode(rgb, regions)
-
-
-def answer_with_regions(pipeline, features, question: str, regions: Iterable[Region],
-                        options: GenerationOptions):
-    """Check the regions against the image (naming the bad one), then answer."""
-    regions = list(regions)
-    validate_regions(regions, *features.size)
-    return pipeline.answer(features, question, regions or None, options)
-
-
-def answer_fields(answer, latency_ms: float) -> dict:
-    """The record fields of a pipeline Answer."""
+def answer_fields(result: FrameAnswer, latency_ms: float) -> dict:
+    """The record fields of an answer."""
+    answer = result.answer
     return {"latency_ms": round(latency_ms, 3),
             "timings_ms": {k: round(v, 3) for k, v in answer.timings_ms.items()},
             "num_tokens": answer.num_tokens, "stopped": answer.stopped}
@@ -308,7 +284,7 @@ def run_info_common(model_id: str, options: GenerationOptions, started: float) -
 def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str | Path,
                  load_pipeline: Callable[[], object], *, model_id: str = "",
                  options: GenerationOptions | None = None, tolerance_ms: float = 50.0,
-                 buffer_size: int = 30, max_encoded: int = 4, topic: str | None = None,
+                 buffer_size: int = 30, topic: str | None = None,
                  resume: bool = False, default_unit: str | None = None,
                  progress: bool = True, model_dirs: Iterable[str | Path] = (),
                  depth_topic: str | None = None, depth_tolerance_ms: float = 20.0,
@@ -318,7 +294,7 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
     (eval/bag_depth.py: `depth_topic` names one of several, `rectified` reads CameraInfo's P).
 
     load_pipeline is called once the questions, the output directory and the bag have been
-    checked (a SpatialGeoPipeline, or anything with its `encode` and `answer`); model_dirs are
+    checked (a SpatialGeoPipeline, or anything with its `frame` and `answer`); model_dirs are
     the directories it loads from (the model and --clip), recorded in run.json by content
     (without them, model_id is). Raises BagError for a bag that cannot be read; when that
     happens part-way, the results computed so far stay in results.jsonl, the questions not
@@ -345,8 +321,8 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
     results_path = out_dir / RESULTS_FILE
     if not tolerance_ms >= 0:
         raise EvalRunError(f"--tolerance-ms must be >= 0, got {tolerance_ms}")
-    if buffer_size < 1 or max_encoded < 1:
-        raise EvalRunError("--buffer-size and --max-encoded must be >= 1")
+    if buffer_size < 1:
+        raise EvalRunError("--buffer-size must be >= 1")
     policy = SelectionPolicy(tolerance_ns=round(tolerance_ms * 1e6), max_age_ns=0)
     questions, line_errors = read_questions(questions_path)
     check_out_dir(out_dir, resume, [results_path])
@@ -373,17 +349,13 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
             for err in todo_lines:
                 writer.write(line_error_record(err, model_id))
                 bar.update()
-
-            def encode(frame, regions):
-                return encode_image(pipeline, decode_rgb(frame.payload), regions)
-
             try:
-                for match in match_frames(bag, todo, policy, buffer_size, max_encoded, topic):
-                    record = _answer_match(pipeline, match, encode, options, model_id,
-                                           default_unit)
+                for match in match_frames(bag, todo, policy, buffer_size, topic):
+                    record, size = _answer_match(pipeline, match, decode_rgb, options, model_id,
+                                                 default_unit)
                     if depth is not None and is_ok(record):
                         q = match.question
-                        record.update(depth.record_fields(match, q.regions, q.positions))
+                        record.update(depth.record_fields(match, q.regions, q.positions, size))
                     writer.write(record)
                     bar.update()
             except BagError as exc:
@@ -409,30 +381,31 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, out_dir: str 
     return metrics
 
 
-def _answer_match(pipeline, match, encode, options: GenerationOptions, model_id: str,
-                  default_unit: str | None) -> dict:
+def _answer_match(pipeline, match, decode_rgb, options: GenerationOptions, model_id: str,
+                  default_unit: str | None) -> tuple[dict, tuple[int, int] | None]:
+    """(the question's record, the (width, height) of its frame when it was answered)."""
     q = match.question
     source = {"line": q.line, "topic": match.topic, "requested_stamp_ns": q.stamp_ns,
               "frame_index": q.frame_index}
     if match.error is not None:
-        return question_error_record(q, match.error, model_id, **source)
-    payload = match.frame.payload                                  # a bag.BagMessage
-    source.update(frame_stamp_ns=match.frame.stamp_ns, frame_id=match.frame.frame_id,
+        return question_error_record(q, match.error, model_id, **source), None
+    frame = match.frame
+    payload = frame.payload                                        # a bag.BagMessage
+    source.update(frame_stamp_ns=frame.stamp_ns, frame_id=frame.frame_id,
                   frame_message_index=payload.index,
-                  image=f"{match.topic}@{match.frame.stamp_ns}")
+                  image=f"{match.topic}@{frame.stamp_ns}")
     t0 = time.perf_counter()
     try:
-        regions = list(q.regions)                                  # masks decoded now
-        # the features of a frame are made once (with the first question's regions drawn) and
-        # kept in the buffer for its other questions, as the node keeps them
-        features = match.buffer.features(match.frame, lambda f: encode(f, regions))
-        answer = answer_with_regions(pipeline, features, q.question, regions, options)
+        # the frame is decoded and encoded once and its features kept in the pipeline's feature
+        # cache for its other questions, as the node keeps them
+        result = answer_frame(pipeline, frame, lambda: decode_rgb(payload), q.question,
+                              q.regions, options)               # masks decoded now
     except SpatialGeoError as exc:
-        return question_error_record(q, exc, model_id, **source)
+        return question_error_record(q, exc, model_id, **source), None
     latency_ms = (time.perf_counter() - t0) * 1000
     return result_record(q.id, q.question, q.reference, q.category, q.qa_type, model_id,
-                         pred=answer.text, default_unit=default_unit, **source,
-                         **answer_fields(answer, latency_ms))
+                         pred=result.answer.text, default_unit=default_unit, **source,
+                         **answer_fields(result, latency_ms)), result.frame.size
 
 
 def _in_question_order(records: list[dict], questions: list[QuestionRecord],

@@ -26,7 +26,7 @@ A qualitative question is asked only when its answer is clear by a margin (the *
 constants), so that no reference answer hinges on a few millimetres or on a convention.
 
 Regions are named "Region [i]" as in SpatialRGPT-Bench. Every reference answer parses back, with
-spatialgeo_core.eval.answer_parsing, to the value it states (QA.stated): a yes/no, the chosen
+spatialgeo_core.answer_parsing, to the value it states (QA.stated): a yes/no, the chosen
 "Region [i]", metres, or clock hours; test/synthetic checks it for every template.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spatialgeo_core.eval.answer_parsing import (
+from spatialgeo_core.answer_parsing import (
     CHOICE_CATEGORIES,
     DIRECTION_CATEGORY,
     OPPOSITE,

@@ -116,11 +116,6 @@ class SceneObject:
             "cone": math.pi * r * r * sz / 3.0,
         }[self.shape]
 
-    @property
-    def aabb_volume(self) -> float:
-        w, h, d = self.size
-        return w * h * d
-
     def to_dict(self) -> dict:
         return {"shape": self.shape, "color": self.color, "x": self.x, "y": self.y,
                 "base_z": self.base_z, "dims": list(self.dims), "yaw_deg": self.yaw_deg}

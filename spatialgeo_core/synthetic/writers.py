@@ -4,7 +4,7 @@
   "<image>\\n"), plus `regions` (per region {"box": [x1, y1, x2, y2], "mask_rle": COCO RLE}, index
   k being "Region [k]") and `qa_info` (per gpt turn {category, type}). Images are PNGs without any
   region drawn: the model's processor draws the marks from `regions`.
-- `write_bench_json`: SpatialRGPT-Bench items through spatialgeo_core.eval.bench_format.
+- `write_bench_json`: SpatialRGPT-Bench items through spatialgeo_core.eval.spatialrgpt.format.
 - `write_bag`: a rosbag2 (sqlite3 or mcap) of sensor_msgs/Image (rgb8) or CompressedImage (png or
   jpeg) and CameraInfo, stamped `period_ns` apart, optionally the registered depth (16UC1 or
   32FC1 Image, synthetic/depth_truth.py), and a questions.jsonl that `spatialgeo eval-bag`
@@ -14,7 +14,7 @@
 - `write_scene_metadata`: one JSON per sample with the scene, camera and per-object ground truth.
 
 Boxes are [x1, y1, x2, y2) in pixels, x2 and y2 exclusive (the box of a mask's pixels, as
-bench_format computes it). pycocotools (masks) and rosbags (bags) are optional dependencies,
+spatialrgpt.format computes it). pycocotools (masks) and rosbags (bags) are optional dependencies,
 imported when a writer needs them.
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ def region_box(sample: WorldSample, obj: int) -> list[float]:
 
 def _encode_rle(mask: np.ndarray) -> dict:
     require("pycocotools")
-    from spatialgeo_core.eval.bench_format import encode_rle
+    from spatialgeo_core.eval.spatialrgpt.format import encode_rle
     return encode_rle(mask, compressed=True)
 
 
@@ -150,9 +150,9 @@ def mask_tokens(question: str) -> str:
 
 
 def bench_items(sample: WorldSample, file_path: str) -> list:
-    """The sample's questions as bench_format.BenchItem objects (one per question)."""
+    """The sample's questions as spatialrgpt.format.BenchItem objects (one per question)."""
     require("pycocotools")
-    from spatialgeo_core.eval.bench_format import BenchItem, Turn
+    from spatialgeo_core.eval.spatialrgpt.format import BenchItem, Turn
     from spatialgeo_core.types import Region
 
     cam = sample.rendering.camera
@@ -181,7 +181,7 @@ def write_bench_json(samples: Iterable[WorldSample], path: str | Path,
     root to the evaluation). Returns the path.
     """
     require("pycocotools")
-    from spatialgeo_core.eval.bench_format import write_bench
+    from spatialgeo_core.eval.spatialrgpt.format import write_bench
 
     image_dir = Path(image_dir)
 

@@ -88,7 +88,7 @@ def cmd_train_smoke(args) -> int:
     from pathlib import Path
 
     from spatialgeo_core.tiny import build_tiny_checkpoint
-    from spatialgeo_core.training.synthetic import write_tiny_dataset
+    from spatialgeo_core.training.smoke_dataset import write_tiny_dataset
 
     root = Path(args.out)
     model = build_tiny_checkpoint(root / "model")
@@ -98,7 +98,8 @@ def cmd_train_smoke(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    from spatialgeo_core.training.config import DTYPES, EXPORT_FORMATS
+    from spatialgeo_core.dtypes import DTYPE_NAMES
+    from spatialgeo_core.training.config import EXPORT_FORMATS
 
     t = sub.add_parser("train", help="train one stage (one process, torchrun or srun)",
                        description="Train one stage. Exit code 0: finished; 75: stopped early "
@@ -117,7 +118,7 @@ def add_parsers(sub) -> None:
     e.add_argument("--format", nargs="+", choices=EXPORT_FORMATS, default=None,
                    help="default: the run's run.export")
     e.add_argument("--out", default=None, help="default: <output_dir>/export")
-    e.add_argument("--dtype", choices=DTYPES, default=None, help="dtype of the merged model")
+    e.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="dtype of the merged model")
     e.set_defaults(func=cmd_export)
 
     i = sub.add_parser("train-init", help="stage-1 init: llava-v1.5-7b + MoGe backbone + a new "
@@ -130,7 +131,7 @@ def add_parsers(sub) -> None:
     i.add_argument("--geo-layers", type=int, nargs="+", default=None)
     i.add_argument("--geo-input-norm", default="clip", choices=["clip", "imagenet"])
     i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--dtype", default="float16", choices=DTYPES)
+    i.add_argument("--dtype", default="float16", choices=DTYPE_NAMES)
     i.add_argument("--out", required=True)
     i.set_defaults(func=cmd_train_init)
 

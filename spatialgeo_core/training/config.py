@@ -24,11 +24,11 @@ import yaml
 
 from spatialgeo_core.config import check_field as _check
 from spatialgeo_core.conversation import TEMPLATES
+from spatialgeo_core.dtypes import DTYPE_NAMES
 from spatialgeo_core.errors import ConfigError
 
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 EXPORT_FORMATS = ("stage1_adapter", "lora", "merged")
-DTYPES = ("float32", "float16", "bfloat16")
 TEMPLATE_ALIASES = {"v1": "vicuna_v1"}     # upstream's `--version v1`
 
 
@@ -201,8 +201,8 @@ class RunConfig:
         _check(bool(self.resume), "run.resume", "is empty (auto, never or a path)")
         bad = [f for f in self.export if f not in EXPORT_FORMATS]
         _check(not bad, "run.export", f"unknown format(s) {bad}; known: {list(EXPORT_FORMATS)}")
-        _check(self.export_dtype in DTYPES, "run.export_dtype",
-               f"{self.export_dtype!r} is not one of {list(DTYPES)}")
+        _check(self.export_dtype in DTYPE_NAMES, "run.export_dtype",
+               f"{self.export_dtype!r} is not one of {list(DTYPE_NAMES)}")
 
 
 @dataclass

@@ -184,7 +184,7 @@ def _decode_regions(regions: list[dict], width: int, height: int) -> list[Region
         box, rle = r.get("box"), r.get("mask_rle")
         mask = None
         if rle is not None:
-            from spatialgeo_core.eval.bench_format import decode_rle
+            from spatialgeo_core.eval.spatialrgpt.format import decode_rle
             try:
                 mask = decode_rle(rle, height, width)
             except ValueError as e:

@@ -27,6 +27,7 @@ from spatialgeo_core.checkpoint import keymap
 from spatialgeo_core.checkpoint.llava import merge_lora
 from spatialgeo_core.checkpoint.ours import read_ours, save_ours
 from spatialgeo_core.config import SpatialGeoConfig
+from spatialgeo_core.dtypes import torch_dtype
 from spatialgeo_core.errors import CheckpointError
 from spatialgeo_core.optional import require
 from spatialgeo_core.training.checkpointing import atomic_dir, atomic_file
@@ -39,7 +40,6 @@ LORA_DIR = "lora"
 MERGED_DIR = "merged"
 _LORA_NAME = re.compile(
     r"^llm\.base_model\.model\.(?P<target>.+)\.lora_(?P<ab>[AB])\.default\.weight$")
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _adapters(trainable: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -137,6 +137,6 @@ def export_run(formats: list[str], out_dir: str | Path, init_dir: str | Path,
 
 def write_merged(directory: str | Path, cfg: SpatialGeoConfig, tensors: dict[str, torch.Tensor],
                  tokenizer_dir: str | Path, dtype: str = "float16") -> Path:
-    dt = _DTYPES[dtype]
+    dt = torch_dtype(dtype)
     cast = {k: v.to(dt) if v.is_floating_point() else v for k, v in tensors.items()}
     return save_ours(directory, cfg, cast, tokenizer_dir=tokenizer_dir)

@@ -29,7 +29,6 @@ from spatialgeo_core.training.config import StageConfig
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("clip_adapter", "geo_adapter", "llm", "lora")
-STAGE1_PREFIX = "model.moge_mm_projector_list."          # keys of `moge_mm_projector_list.bin`
 
 
 def component_parameters(model: SpatialGeoForCausalLM,

@@ -13,7 +13,7 @@ from spatialgeo_core.tiny import build_tiny_checkpoint
 needs_asset = pytest.mark.skipif(
     not (default_model.EMBEDDED_DIR / "config.json").is_file(),
     reason="no demo checkpoint under spatialgeo_core/assets/default_model (a trimmed checkout); "
-           "the random fallback is tested below")
+           "the random model is tested below")
 
 
 def _evaluated_run(tmp_path):
@@ -61,7 +61,7 @@ def test_install_asset_refuses_an_unevaluated_or_oversized_model(tmp_path, monke
 @needs_asset
 def test_the_demo_checkpoint_is_embedded_and_small():
     d = default_model.EMBEDDED_DIR
-    assert default_model.default_model_path() == d
+    assert default_model.embedded_model_path() == d
     size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
     assert size <= 25 * 2**20, f"{size / 2**20:.1f} MiB"
     cfg = SpatialGeoConfig.load(d)
@@ -73,13 +73,14 @@ def test_the_demo_checkpoint_is_embedded_and_small():
 
 @needs_asset
 def test_demo_answers_a_held_out_scene_beside_its_ground_truth(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("SPATIALGEO_CACHE", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "(held out)" in out and "Region [0]" in out and "Region [1]" in out
     assert "answer:" in out and "ground truth:" in out and " m)" in out
     assert "RANDOMLY INITIALISED" not in out
-    assert not (tmp_path / default_model.TINY_RANDOM_NAME).exists()
+    assert not any(tmp_path.iterdir())                  # loading writes nothing anywhere
 
 
 @needs_asset
@@ -87,8 +88,8 @@ def test_the_embedded_model_answers_held_out_lengths_in_readable_metres():
     """Twenty held-out length questions: every answer reads as a length (a random model's does
     not), and at least 7 are within the bench's 25 % (measured 10; each category's training
     median gets 39 % of the 400 held-out questions there; eval_metrics.json has the full score)."""
+    from spatialgeo_core.answer_parsing import QUANTITATIVE_CATEGORIES, parse_distance_m
     from spatialgeo_core.demo.data import DemoWorld
-    from spatialgeo_core.eval.answer_parsing import QUANTITATIVE_CATEGORIES, parse_distance_m
     from spatialgeo_core.pipeline import SpatialGeoPipeline
     from spatialgeo_core.synthetic import make_sample
     from spatialgeo_core.types import GenerationOptions, Region
@@ -112,23 +113,27 @@ def test_the_embedded_model_answers_held_out_lengths_in_readable_metres():
     assert within >= 0.35, (within, sorted(errors))
 
 
-def test_without_the_asset_the_demo_says_its_answers_mean_nothing(tmp_path, monkeypatch,
-                                                                  capsys):
-    monkeypatch.setenv("SPATIALGEO_CACHE", str(tmp_path))
+def test_without_the_asset_a_random_model_is_an_explicit_command(tmp_path, monkeypatch,
+                                                                 capsys):
     monkeypatch.setattr(default_model, "EMBEDDED_DIR", tmp_path / "no-asset")
-    assert main(["demo"]) == 0
+    assert main(["demo"]) == 2                 # no model is made behind the user's back
+    assert "spatialgeo random-model" in capsys.readouterr().err
+    random = tmp_path / "random"
+    assert main(["random-model", "--out", str(random)]) == 0
+    assert "RANDOMLY INITIALISED" in capsys.readouterr().out
+    assert main(["demo", "--model-path", str(random)]) == 0
     out = capsys.readouterr().out
     assert "question: How far is Region [0] from Region [1]?" in out
     assert "RANDOMLY INITIALISED" in out and "mean nothing" in out
-    assert (tmp_path / default_model.TINY_RANDOM_NAME / "model.safetensors").is_file()
+    assert (random / "model.safetensors").is_file()
 
 
-def test_the_random_fallback_is_built_once(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPATIALGEO_CACHE", str(tmp_path))
-    monkeypatch.setattr(default_model, "EMBEDDED_DIR", tmp_path / "no-asset")
-    p = default_model.default_model_path()
+def test_the_random_model_is_never_written_over(tmp_path, capsys):
+    p = tmp_path / "random"
+    assert main(["random-model", "--out", str(p)]) == 0
     stamp = (p / "model.safetensors").stat().st_mtime_ns
-    assert default_model.default_model_path() == p
+    assert main(["random-model", "--out", str(p)]) == 2
+    assert "already exists" in capsys.readouterr().err
     assert (p / "model.safetensors").stat().st_mtime_ns == stamp
 
 

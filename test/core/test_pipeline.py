@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from spatialgeo_core.errors import InvalidRegionError, InvalidRequestError
+from spatialgeo_core.load_options import LoadOptions
 from spatialgeo_core.pipeline import SpatialGeoPipeline
 from spatialgeo_core.types import GenerationOptions, Region
 
@@ -46,8 +47,8 @@ def test_reused_frame_features_give_the_same_answer(tiny_pipeline):
 
 
 def test_prefix_cache_equals_uncached_and_single_forward(tiny_dir):
-    cached = SpatialGeoPipeline.from_pretrained(tiny_dir, cache_prefix=True)
-    plain = SpatialGeoPipeline.from_pretrained(tiny_dir, cache_prefix=False)
+    cached = SpatialGeoPipeline.from_pretrained(LoadOptions(str(tiny_dir), cache_prefix=True))
+    plain = SpatialGeoPipeline.from_pretrained(LoadOptions(str(tiny_dir), cache_prefix=False))
     img = _image(2)
     f = cached.encode(img)
     cached.answer(f, "What is left?", options=OPTS)                 # fills the prefix cache
@@ -99,7 +100,8 @@ def test_cancel_and_streaming(tiny_pipeline):
 
 def test_4bit_quantises_the_llm_only(tiny_dir):
     import bitsandbytes as bnb
-    pipe = SpatialGeoPipeline.from_pretrained(tiny_dir, load_4bit=True, dtype="bfloat16")
+    pipe = SpatialGeoPipeline.from_pretrained(LoadOptions(str(tiny_dir), quantization="4bit",
+                                                          dtype="bfloat16"))
     m = pipe.model
     llm_q = [n for n, mod in m.llm.named_modules() if isinstance(mod, bnb.nn.Linear4bit)]
     assert len(llm_q) == 7 * m.cfg.llm.num_hidden_layers
@@ -119,7 +121,8 @@ def test_flash_attention_asked_for_but_absent_is_clear(tiny_dir):
     if available("flash_attn"):
         pytest.skip("flash-attn is installed here")
     with pytest.raises(MissingDependencyError, match=r"spatialgeo\[flash\]"):
-        SpatialGeoPipeline.from_pretrained(tiny_dir, attn_implementation="flash_attention_2")
+        SpatialGeoPipeline.from_pretrained(LoadOptions(str(tiny_dir),
+                                                       attn_implementation="flash_attention_2"))
 
 
 def test_cli_ask_json(tiny_dir, tmp_path, capsys):
@@ -158,7 +161,7 @@ def test_core_imports_without_ros():
         import importlib.abc, sys
         BLOCK = ("rclpy", "rosidl", "sensor_msgs", "std_msgs", "geometry_msgs", "cv_bridge",
                  "launch", "launch_ros", "diagnostic_msgs", "builtin_interfaces", "rcl_interfaces",
-                 "lifecycle_msgs", "visualization_msgs", "spatialgeo_ros.node")
+                 "lifecycle_msgs", "visualization_msgs", "spatialgeo_ros")
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path, target=None):
                 if name.startswith(BLOCK):
@@ -175,7 +178,7 @@ def test_core_imports_without_ros():
 
 
 def test_prefix_caches_are_limited_across_frames_least_recently_used_first(tiny_dir):
-    pipe = SpatialGeoPipeline.from_pretrained(tiny_dir, max_cached_prefixes=2)
+    pipe = SpatialGeoPipeline.from_pretrained(LoadOptions(str(tiny_dir), max_cached_frames=2))
     frames = [pipe.encode(_image(10 + i)) for i in range(3)]
     first = pipe.answer(frames[0], "Is it left?", options=OPTS, keep_logits=True)
     pipe.answer(frames[1], "Is it left?", options=OPTS)
@@ -190,6 +193,6 @@ def test_prefix_caches_are_limited_across_frames_least_recently_used_first(tiny_
     torch.testing.assert_close(redo.step_logits[0], first.step_logits[0], atol=1e-5, rtol=0)
     del frames[2]                                                # a dropped frame leaves the LRU
     pipe.answer(frames[0], "Is it small?", options=OPTS)
-    assert len(pipe._prefix_lru) <= 2
-    with pytest.raises(ValueError, match="max_cached_prefixes"):
-        SpatialGeoPipeline(pipe.model, pipe.tokenizer, max_cached_prefixes=0)
+    assert pipe.cached_frames() <= 2
+    with pytest.raises(ValueError, match="max_cached_frames"):
+        SpatialGeoPipeline(pipe.model, pipe.tokenizer, LoadOptions(max_cached_frames=0))

@@ -257,6 +257,9 @@ def test_box_pixels_are_x1_to_x2_exclusive():
     (pos,) = region_positions(depth, [Region(box=(2, 3, 5, 7))], intr)
     assert (pos.valid_pixels, pos.region_pixels) == (12, 12)
     np.testing.assert_allclose(pos.center_m, [(3 - 10) / 100 * 2, (4.5 - 10) / 100 * 2, 2.0])
+    # one pixel wide, between pixel borders; a narrower box is refused (types.Region.validate)
+    (thin,) = region_positions(depth, [Region(box=(2.2, 3.0, 3.2, 4.0))], intr)
+    assert thin.region_pixels == 1 and thin.valid
     with pytest.raises(InvalidRegionError, match="narrower than one pixel"):
         region_positions(depth, [Region(box=(2.2, 3.0, 2.8, 4.0))], intr)
 

@@ -16,6 +16,7 @@ from spatialgeo_core.clip_tower import ClipTower
 from spatialgeo_core.config import ClipTowerConfig, tiny
 from spatialgeo_core.errors import InvalidRequestError
 from spatialgeo_core.generation import decode
+from spatialgeo_core.load_options import LoadOptions
 from spatialgeo_core.pipeline import SpatialGeoPipeline
 from spatialgeo_core.types import GenerationOptions
 
@@ -164,7 +165,7 @@ def test_answer_batch_equals_answering_one_at_a_time(tiny_pipeline, options):
 
 def test_static_cache_decoding_equals_dynamic(tiny_dir):
     plain = SpatialGeoPipeline.from_pretrained(tiny_dir)
-    static = SpatialGeoPipeline.from_pretrained(tiny_dir, static_cache=True)
+    static = SpatialGeoPipeline.from_pretrained(LoadOptions(str(tiny_dir), static_cache=True))
     img = _image(5)
     frame = static.encode(img)
     caches = set()
@@ -185,9 +186,11 @@ def test_static_cache_decoding_equals_dynamic(tiny_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled decoding pays off (and is "
                     "checked) on a GPU; compiling on a 2-core CPU takes minutes")
 def test_compiled_decoding_equals_eager_on_gpu(tiny_dir):
-    eager = SpatialGeoPipeline.from_pretrained(tiny_dir, device="cuda", dtype="float32")
-    compiled = SpatialGeoPipeline.from_pretrained(tiny_dir, device="cuda", dtype="float32",
-                                                  compile_decode=True)
+    eager = SpatialGeoPipeline.from_pretrained(LoadOptions(str(tiny_dir), device="cuda",
+                                                           dtype="float32"))
+    compiled = SpatialGeoPipeline.from_pretrained(LoadOptions(str(tiny_dir), device="cuda",
+                                                              dtype="float32",
+                                                              compile_decode=True))
     img = _image(6)
     frame = compiled.encode(img)
     for q in QUESTIONS:

@@ -1,7 +1,7 @@
 """Answer phrasings -> meters / clock hours / yes-no / chosen region, parsed by rules."""
 import pytest
 
-from spatialgeo_core.eval.answer_parsing import (
+from spatialgeo_core.answer_parsing import (
     category_kind,
     parse_choice,
     parse_clock_hours,

@@ -14,9 +14,9 @@ pytest.importorskip("rosbags", reason="rosbags is in the [eval] extra: pip insta
 
 from spatialgeo_core.cli import main  # noqa: E402
 from spatialgeo_core.eval.bag import Bag, BagError, decode_rgb, match_frames  # noqa: E402
-from spatialgeo_core.eval.bench_format import encode_rle  # noqa: E402
 from spatialgeo_core.eval.questions import parse_question, read_questions  # noqa: E402
 from spatialgeo_core.eval.runner import evaluate_bag  # noqa: E402
+from spatialgeo_core.eval.spatialrgpt.format import encode_rle  # noqa: E402
 from spatialgeo_core.frames import (  # noqa: E402
     FrameBuffer,
     FrameSelectionError,
@@ -325,8 +325,8 @@ def test_resume_skips_answered_questions_and_retries_errors(tmp_path, capsys, ba
         """The tiny pipeline, counting answers."""
         model_path = "tiny"
 
-        def encode(self, *a, **k):
-            return tiny_pipeline.encode(*a, **k)
+        def frame(self, *a, **k):
+            return tiny_pipeline.frame(*a, **k)
 
         def answer(self, frame, question, *a, **k):
             calls.append(question)

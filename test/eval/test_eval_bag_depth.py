@@ -12,7 +12,13 @@ import pytest
 pytest.importorskip("rosbags", reason="rosbags is in the [eval] extra: pip install -e .[test]")
 
 from spatialgeo_core.cli import main  # noqa: E402
-from spatialgeo_core.eval.bag import Bag, FrameMatch, TopicError, resolve_topic  # noqa: E402
+from spatialgeo_core.eval.bag import (  # noqa: E402
+    Bag,
+    FrameMatch,
+    TopicError,
+    decode_rgb,
+    resolve_topic,
+)
 from spatialgeo_core.eval.bag_depth import BagDepth, position_metrics  # noqa: E402
 from spatialgeo_core.eval.questions import parse_question, read_questions  # noqa: E402
 from spatialgeo_core.frames import Frame  # noqa: E402
@@ -133,11 +139,13 @@ def test_a_depth_topic_that_is_not_one_is_exit_2(tmp_path, capsys, tiny_dir, wor
 
 
 def _match(bag, summary, stamp_shift: int = 0, frame_id: str = "camera_optical_frame"):
-    """The first frame of a bag as FrameMatch (its stamp shifted), and its first question."""
+    """The first frame of a bag as FrameMatch (its stamp shifted), its first question and the
+    frame's (width, height)."""
     message = next(iter(bag.messages([IMAGE_TOPIC])))
     questions, _ = read_questions(summary.questions_path)
     frame = Frame(message.stamp_ns + stamp_shift, message, frame_id)
-    return FrameMatch(questions[0], IMAGE_TOPIC, frame), questions[0]
+    height, width = decode_rgb(message).shape[:2]
+    return FrameMatch(questions[0], IMAGE_TOPIC, frame), questions[0], (width, height)
 
 
 def test_unreadable_depth_is_invalid_depth_not_a_crash(world_bags, monkeypatch):
@@ -150,8 +158,8 @@ def test_unreadable_depth_is_invalid_depth_not_a_crash(world_bags, monkeypatch):
     with Bag(summary.path) as bag:
         depth = BagDepth.open(bag)
         monkeypatch.setattr(bag_depth, "read_range", corrupt)
-        match, q = _match(bag, summary)
-        fields = depth.record_fields(match, q.regions, q.positions)
+        match, q, size = _match(bag, summary)
+        fields = depth.record_fields(match, q.regions, q.positions, size)
     assert fields["positions_status"] == "invalid_depth"
     assert "OSError: database disk image is malformed" in fields["positions_message"]
 
@@ -160,18 +168,18 @@ def test_record_fields_say_why_there_are_no_positions(world_bags):
     summary = world_bags["16UC1"]
     with Bag(summary.path) as bag:
         depth = BagDepth.open(bag, tolerance_ms=20.0)
-        match, q = _match(bag, summary, stamp_shift=50_000_000)          # 50 ms off
-        fields = depth.record_fields(match, q.regions, q.positions)
+        match, q, size = _match(bag, summary, stamp_shift=50_000_000)          # 50 ms off
+        fields = depth.record_fields(match, q.regions, q.positions, size)
         assert fields["positions_status"] == "no_depth_frame" and fields["regions_3d"] is None
-        match, q = _match(bag, summary, frame_id="another_frame")
-        fields = depth.record_fields(match, q.regions, q.positions)
+        match, q, size = _match(bag, summary, frame_id="another_frame")
+        fields = depth.record_fields(match, q.regions, q.positions, size)
         assert fields["positions_status"] == "invalid_depth"
         assert "not the colour image's" in fields["positions_message"]
         no_info = BagDepth(bag, DEFAULT_DEPTH_TOPIC, [], 20_000_000)
-        match, q = _match(bag, summary)
-        assert no_info.record_fields(match, q.regions, None)["positions_status"] == \
+        match, q, size = _match(bag, summary)
+        assert no_info.record_fields(match, q.regions, None, size)["positions_status"] == \
             "no_camera_info"
-        fields = depth.record_fields(match, q.regions, None)           # no ground truth
+        fields = depth.record_fields(match, q.regions, None, size)           # no ground truth
         assert fields["positions_status"] == "ok"
         assert fields["position_errors_m"] == [None] * len(q.regions)
 

@@ -19,8 +19,8 @@ pytest.importorskip("pycocotools", reason="pycocotools is in the [eval] extra")
 from PIL import Image  # noqa: E402
 
 from spatialgeo_core.cli import main  # noqa: E402
-from spatialgeo_core.eval.bench_format import encode_rle  # noqa: E402
-from spatialgeo_core.eval.bench_runner import load_bench  # noqa: E402
+from spatialgeo_core.eval.spatialrgpt.format import encode_rle  # noqa: E402
+from spatialgeo_core.eval.spatialrgpt.runner import load_bench  # noqa: E402
 from spatialgeo_core.regions import MASK_ALPHA, PALETTE, draw_regions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,8 +215,8 @@ def test_ranks_without_a_process_group_wait_on_files(bench, tmp_path, monkeypatc
                                                       tiny_pipeline):
     """RANK / WORLD_SIZE without MASTER_ADDR: rank 1 writes its file and returns; rank 0 waits
     until every item has a record, then merges (run one after the other, in this process)."""
-    from spatialgeo_core.eval.bench_runner import evaluate_bench
     from spatialgeo_core.eval.runner import EvalRunError
+    from spatialgeo_core.eval.spatialrgpt.runner import evaluate_bench
     from spatialgeo_core.types import GenerationOptions
 
     path, images = bench

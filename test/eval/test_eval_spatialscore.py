@@ -232,14 +232,14 @@ def test_draw_boxes_names_and_draws_the_boxes(world, tmp_path, tiny_pipeline):
     from spatialgeo_core.types import GenerationOptions
 
     class Spy:
-        """The tiny pipeline, noting the regions each image is encoded with."""
+        """The tiny pipeline, noting the regions each question's image is drawn with."""
 
         def __init__(self, pipeline):
             self.pipeline, self.encoded = pipeline, []
 
-        def encode(self, image, regions=None):
+        def answer(self, frame, question, regions=None, *args, **kwargs):
             self.encoded.append([r.box for r in regions or []])
-            return self.pipeline.encode(image, regions)
+            return self.pipeline.answer(frame, question, regions, *args, **kwargs)
 
         def __getattr__(self, name):
             return getattr(self.pipeline, name)

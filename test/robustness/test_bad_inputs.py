@@ -266,7 +266,7 @@ def test_route_b_reads_the_clip_config_that_mm_vision_tower_names(tower, publish
 
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory):
-    from spatialgeo_core.training.synthetic import write_tiny_dataset
+    from spatialgeo_core.training.smoke_dataset import write_tiny_dataset
 
     d = write_tiny_dataset(tmp_path_factory.mktemp("data"), num_image=8, num_text=0,
                            bad_records=False)

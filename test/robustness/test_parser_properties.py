@@ -216,7 +216,7 @@ QUESTIONS = ["Is Region [0] to the left of Region [1]?", "Which is taller, Regio
        category=st.sampled_from(CATEGORIES),
        unit=st.sampled_from([None, "m", "cm", "ft", "in"]))
 def test_answer_parsers_read_or_give_none(text, question, category, unit):
-    from spatialgeo_core.eval.answer_parsing import (
+    from spatialgeo_core.answer_parsing import (
         answer_claims,
         parse_choice,
         parse_clock_hours,

@@ -1,9 +1,10 @@
 """Fixtures of the ROS-layer tests: a test double of the core pipeline, message helpers, paths.
 
-FakePipeline stands in for spatialgeo_core.pipeline.SpatialGeoPipeline (same methods: encode,
-answer, release, memory_stats) so that the queue, timeouts and statuses are tested in
-milliseconds and deterministically; the real model is exercised by test/core and by the launch
-test.
+FakePipeline stands in for spatialgeo_core.pipeline.SpatialGeoPipeline (the methods that
+spatialgeo_core.serving.answer_frame and the node use: frame, answer, cached_frames, release,
+memory_stats) so that the queue, timeouts and statuses are tested in milliseconds and
+deterministically; the real model is exercised by test/core, test_ros_real_pipeline.py and the
+real-ROS tests.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from spatialgeo_core.types import Answer
+from spatialgeo_core.types import Answer, check_regions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,12 +25,18 @@ class FakeFeatures:
     def __init__(self, image: np.ndarray):
         self.image = image
 
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
 
 class FakePipeline:
     """Test double of SpatialGeoPipeline. Answers `text` word by word (one word = one token),
     sleeping `token_delay` s per word, calling on_text with the text so far and polling
     should_stop like the real decoding loop (unless `ignore_stop`). `fail` is raised by answer.
-    Records calls, and the largest number of answers that ran at once."""
+    Frames are kept by key, as the real feature cache keeps them (`encode_calls` counts the frames
+    made); regions are checked against the image as the real pipeline draws them, before anything
+    runs. Records calls, and the largest number of answers that ran at once."""
 
     def __init__(self, text: str = "Region [0] is 2.5 meters from Region [1].",
                  token_delay: float = 0.0, fail: BaseException | None = None,
@@ -48,19 +55,28 @@ class FakePipeline:
         self._lock = threading.Lock()
         self._running = 0
         self.max_running = 0
+        self.frames: dict = {}
 
-    def encode(self, image, regions=None):
+    def frame(self, key, load):
+        if key in self.frames:
+            return self.frames[key]
+        image = load()
         assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
         assert image.shape[2] == 3
         if self.encode_delay:
             time.sleep(self.encode_delay)
         with self._lock:
             self.encode_calls += 1
-        return FakeFeatures(image)
+        self.frames[key] = FakeFeatures(image)
+        return self.frames[key]
+
+    def cached_frames(self) -> int:
+        return len(self.frames)
 
     def answer(self, features, question, regions=None, options=None, on_text=None,
                should_stop=None):
         assert isinstance(features, FakeFeatures)
+        check_regions(list(regions or ()), *features.size)
         with self._lock:
             self.answer_calls += 1
             self._running += 1

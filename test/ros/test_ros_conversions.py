@@ -28,7 +28,7 @@ from spatialgeo_ros.conversions import (
     set_stamp,
     stamp_to_ns,
 )
-from spatialgeo_ros.service_logic import QueryOutcome, Status
+from spatialgeo_ros.outcomes import QueryOutcome, Status
 
 
 @pytest.fixture(scope="module")

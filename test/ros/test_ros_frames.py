@@ -17,8 +17,8 @@ S = 1_000_000_000
 POLICY = SelectionPolicy(tolerance_ns=50 * MS, max_age_ns=1 * S)
 
 
-def filled(stamps, capacity=10, max_encoded=4):
-    buf = FrameBuffer(capacity, max_encoded)
+def filled(stamps, capacity=10):
+    buf = FrameBuffer(capacity)
     for s in stamps:
         buf.add(s, f"payload@{s}", frame_id="cam")
     return buf
@@ -102,58 +102,18 @@ def test_policy_rejects_negative_values():
         FrameBuffer(0)
 
 
-def test_features_are_encoded_once_per_frame_and_reused():
-    buf = filled([1 * S, 2 * S])
-    calls = []
-    frame = buf.latest()
-
-    def encode(f):
-        calls.append(f.stamp_ns)
-        return f"features of {f.stamp_ns}"
-
-    assert buf.features(frame, encode) == f"features of {2 * S}"
-    assert buf.features(frame, encode) == f"features of {2 * S}"
-    assert calls == [2 * S]
-    assert buf.encoded_count() == 1
-
-
-def test_features_kept_for_at_most_max_encoded_frames_lru():
-    buf = filled([1 * S, 2 * S, 3 * S], max_encoded=2)
-    f1, f2, f3 = (buf.nearest(s) for s in (1 * S, 2 * S, 3 * S))
+def test_a_derived_value_is_computed_once_and_a_failure_is_retried():
+    frame = filled([1 * S]).latest()
     calls = []
 
-    def encode(f):
-        calls.append(f.stamp_ns)
-        return f.stamp_ns
-
-    buf.features(f1, encode)
-    buf.features(f2, encode)
-    buf.features(f1, encode)          # f1 used again: f2 is now the least recently used
-    buf.features(f3, encode)
-    assert buf.encoded_count() == 2
-    assert f1.has("features") and f3.has("features") and not f2.has("features")
-    buf.features(f2, encode)          # re-encoded after it was dropped
-    assert calls == [1 * S, 2 * S, 3 * S, 2 * S]
-
-
-def test_evicted_frame_drops_its_features():
-    buf = filled([1 * S, 2 * S], capacity=2)
-    first = buf.nearest(1 * S)
-    buf.features(first, lambda f: "feats")
-    buf.add(3 * S, "new")
-    assert not first.has("features") and buf.encoded_count() == 0
-
-
-def test_a_failed_encode_is_retried():
-    buf = filled([1 * S])
-    frame = buf.latest()
-
-    def broken(f):
+    def broken():
         raise RuntimeError("decoder failed")
 
     with pytest.raises(RuntimeError):
-        buf.features(frame, broken)
-    assert buf.features(frame, lambda f: "ok") == "ok"
+        frame.derived("depth", broken)
+    assert frame.derived("depth", lambda: calls.append(1) or "ok") == "ok"
+    assert frame.derived("depth", lambda: calls.append(1) or "again") == "ok"
+    assert calls == [1]
 
 
 def test_concurrent_adds_and_selects_keep_the_buffer_consistent():

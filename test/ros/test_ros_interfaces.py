@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spatialgeo_ros.positions_logic import PositionCode
-from spatialgeo_ros.service_logic import Status
+from spatialgeo_ros.outcomes import Status
+from spatialgeo_ros.position_source import PositionCode
 
 FIELD_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")        # rosidl's rule for field names
 CONSTANT_RE = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from spatialgeo_ros.params import PARAMS
+from spatialgeo_ros.params import PARAM_NAMES, PARAMS
 
 # import name -> the package.xml key that provides it
 IMPORT_KEYS = {
@@ -62,9 +62,13 @@ def imported_top_level(path) -> set[str]:
     return names
 
 
+EXECUTABLES = ("spatialgeo_node", "eval_live")      # scripts/ -> lib/spatialgeo_ros/
+
+
 def ros_side_files(repo):
     return (sorted((repo / "spatialgeo_ros").glob("*.py"))
-            + sorted((repo / "launch").glob("*.py")) + [repo / "scripts" / "spatialgeo_node"])
+            + sorted((repo / "launch").glob("*.py"))
+            + [repo / "scripts" / name for name in EXECUTABLES])
 
 
 def test_package_xml_is_valid(package):
@@ -133,17 +137,36 @@ def test_cmake_installs_the_package_the_working_way(repo):
     assert re.search(r'list\(FILTER _node_modules EXCLUDE REGEX "/__init__', cmake)
     assert not re.search(r"^\s*FILES_MATCHING", cmake, re.M)
     assert "ament_python_install_package(${PROJECT_NAME}" not in cmake   # rosidl_python#141
-    assert "install(PROGRAMS scripts/spatialgeo_node" in cmake
+    assert "install(PROGRAMS scripts/spatialgeo_node scripts/eval_live" in cmake
     assert "DESTINATION lib/${PROJECT_NAME}" in cmake
     assert re.search(r"install\(DIRECTORY launch\s+DESTINATION share/\$\{PROJECT_NAME\}", cmake)
     assert "ament_package()" in cmake.splitlines()[-1]
 
 
-def test_executable_script(repo):
-    script = repo / "scripts" / "spatialgeo_node"
+@pytest.mark.parametrize("name", EXECUTABLES)
+def test_executable_scripts(repo, name):
+    """What `ros2 run` needs of a script (that spatialgeo_node runs the node, the real-ROS tests
+    show by starting the installed one)."""
+    script = repo / "scripts" / name
     assert script.read_text().startswith("#!/usr/bin/env python3\n")
-    assert os.access(script, os.X_OK), "chmod +x scripts/spatialgeo_node (git keeps the mode)"
-    assert "from spatialgeo_ros.node import main" in script.read_text()
+    assert os.access(script, os.X_OK), f"chmod +x scripts/{name} (git keeps the mode)"
+
+
+def test_eval_live_runs_as_its_own_executable(repo):
+    """`ros2 run spatialgeo_ros eval_live --help` answers from the ROS layer, without rclpy or
+    torch (the core CLI has no eval-live)."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['eval_live', '--help']\n"
+            f"runpy.run_path({str(repo / 'scripts' / 'eval_live')!r}, run_name='__main__')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "usage: eval_live" in result.stdout and "--questions" in result.stdout
+    from spatialgeo_core.cli import build_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval-live", "--help"])
 
 
 def test_our_init_only_joins_the_installed_package(repo):
@@ -194,17 +217,45 @@ def test_launch_file_declares_the_described_arguments(repo):
     assert text.count("OnStateTransition(") == 1 and "handle_once=True" in text
 
 
-def test_the_node_declares_every_parameter_from_the_table(repo):
-    node = (repo / "spatialgeo_ros" / "node.py").read_text()
-    assert "for spec in PARAMS:" in node and "self._declare(spec)" in node
+@pytest.mark.ros
+def test_the_node_declares_every_parameter_from_the_table():
+    """The node as ROS sees it: every entry of params.PARAMS declared, with its default, its
+    description and its range."""
+    rclpy = pytest.importorskip("rclpy", reason="needs a ROS 2 runtime (rclpy is not on PyPI)")
+    node_module = pytest.importorskip(
+        "spatialgeo_ros.node", reason="needs the generated spatialgeo_ros interfaces: colcon "
+                                      "build, then source install/setup.bash")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = node_module.SpatialGeoNode(context=context)
+        try:
+            assert set(node.list_parameters([], 0).names) >= set(PARAM_NAMES)
+            for spec in PARAMS:
+                value = node.get_parameter(spec.name).value
+                default = list(spec.default) if spec.kind == "str_array" else spec.default
+                assert value == default, spec.name
+                described = node.describe_parameters([spec.name])[0]
+                assert described.description == spec.description, spec.name
+                if spec.kind == "int":
+                    assert (described.integer_range[0].from_value,
+                            described.integer_range[0].to_value) == (spec.min, spec.max)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
     assert len(PARAMS) >= 20
+
+
+PLAIN_MODULES = ("params", "conversions", "geometry_conversions", "request_validation",
+                 "outcomes", "inference_queue", "query_service", "position_source", "diagnostics",
+                 "live_eval")
 
 
 def test_plain_modules_import_without_ros():
     code = ("import sys\n"
-            "import spatialgeo_core.frames, spatialgeo_ros.params, spatialgeo_ros.conversions\n"
-            "import spatialgeo_ros.service_logic, spatialgeo_ros.positions_logic\n"
-            "import spatialgeo_ros.geometry_conversions\n"
+            "import spatialgeo_core.frames\n"
+            + "".join(f"import spatialgeo_ros.{name}\n" for name in PLAIN_MODULES) +
             f"ros = set({sorted(ROS_MODULES)!r})\n"
             "bad = sorted({m.split('.')[0] for m in sys.modules} & ros)\n"
             "assert not bad, bad\n"
@@ -214,11 +265,14 @@ def test_plain_modules_import_without_ros():
     assert result.returncode == 0, result.stderr
 
 
-def test_node_is_the_only_module_that_imports_rclpy(repo):
+def test_only_the_executables_import_rclpy(repo):
+    """rclpy and the message packages: the node, the eval_live client, the launch file and the
+    scripts that start them; every other module of the ROS layer is plain Python."""
+    assert {p.stem for p in (repo / "spatialgeo_ros").glob("*.py")} == {
+        "__init__", "node", "live_eval_client", *PLAIN_MODULES}
     for path in ros_side_files(repo):
-        # live_eval.py: the eval-live client (rclpy imported inside run_live only);
         # conversions.py: cv_bridge imported inside decode_compressed only, where installed
-        if path.name in ("node.py", "live_eval.py", "bringup.launch.py", "spatialgeo_node"):
+        if path.name in ("node.py", "live_eval_client.py", "bringup.launch.py", *EXECUTABLES):
             continue
         if path.name == "conversions.py":
             assert imported_top_level(path) & ROS_MODULES == {"cv_bridge"}

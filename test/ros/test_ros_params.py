@@ -14,7 +14,6 @@ from spatialgeo_ros.params import (
     launch_overrides,
     params_from_values,
     parse_bool_arg,
-    resolve_device,
 )
 
 
@@ -32,7 +31,8 @@ def test_table_is_well_formed():
 
 def test_defaults_give_the_documented_node():
     p = params_from_values({})
-    assert p.model.path == "" and p.model.device == "auto" and not p.model.load_4bit
+    assert p.model.path is None and p.model.device == "auto" and p.model.quantization == "none"
+    assert p.model.dtype is None and p.model.max_cached_frames == 2
     assert p.cameras.names == ("camera",) and p.cameras.qos == "sensor_data"
     assert p.cameras.transport == "raw"
     assert p.frames.stamp_tolerance == 0.05 and p.frames.max_age == 1.0
@@ -50,13 +50,14 @@ def test_values_are_normalised():
     ({"model.pth": "x"}, "unknown parameter"),
     ({"query.max_pending": "4"}, "query.max_pending must be of type int"),
     ({"query.max_pending": True}, "query.max_pending must be of type int"),
-    ({"model.load_4bit": 1}, "model.load_4bit must be of type bool"),
+    ({"model.quantization": 4}, "model.quantization must be of type str"),
     ({"query.max_pending": 0}, "query.max_pending must be >= 1"),
     ({"frames.stamp_tolerance": -0.1}, "frames.stamp_tolerance must be >= 0"),
     ({"cameras.qos": "fast"}, "cameras.qos must be one of: sensor_data, reliable"),
     ({"model.attn_implementation": "flash"}, "model.attn_implementation must be one of"),
     ({"model.device": "gpu"}, "model.device must be auto, cpu, cuda or cuda:N"),
-    ({"model.load_4bit": True, "model.load_8bit": True}, "cannot both be true"),
+    ({"model.quantization": "int4"}, "model.quantization must be one of: none, 4bit, 8bit"),
+    ({"model.max_cached_frames": 0}, "model.max_cached_frames must be >= 1"),
     ({"query.timeout": 200.0}, r"query.timeout \(200.0\) must not exceed query.max_timeout"),
     ({"query.max_new_tokens": 600}, "must not exceed query.max_new_tokens_limit"),
     ({"cameras.names": []}, "at least one camera"),
@@ -72,7 +73,15 @@ def test_invalid_values_name_the_parameter(values, match):
 def test_device_forms():
     for device in ("auto", "cpu", "cuda", "cuda:1"):
         assert params_from_values({"model.device": device}).model.device == device
-    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cpu") == "cpu"
+
+
+def test_model_parameters_are_the_cores_load_options():
+    from spatialgeo_core.load_options import LoadOptions
+
+    p = params_from_values({"model.path": "/models/sg7b", "model.quantization": "4bit",
+                            "model.dtype": "float16", "model.max_cached_frames": 3})
+    assert p.model == LoadOptions(path="/models/sg7b", device="auto", dtype="float16",
+                                  quantization="4bit", max_cached_frames=3)
 
 
 def test_camera_topics_are_relative():
@@ -116,8 +125,8 @@ def test_default_yaml_holds_exactly_the_declared_parameters(repo):
 def test_launch_overrides_only_what_is_given():
     assert launch_overrides("", "", "") == {}
     assert launch_overrides(" /models/sg7b ", "true", "cuda:0") == {
-        "model.path": "/models/sg7b", "model.load_4bit": True, "model.device": "cuda:0"}
-    assert launch_overrides("", "False", "") == {"model.load_4bit": False}
+        "model.path": "/models/sg7b", "model.quantization": "4bit", "model.device": "cuda:0"}
+    assert launch_overrides("", "False", "") == {"model.quantization": "none"}
     with pytest.raises(ValueError, match="load_4bit must be true or false"):
         launch_overrides("", "maybe", "")
     with pytest.raises(ValueError, match="device must be"):

@@ -11,8 +11,9 @@ import pytest
 
 from spatialgeo_core.depth import depth_from_array
 from spatialgeo_core.frames import Frame
-from spatialgeo_core.image_msgs import image_to_rgb
+from spatialgeo_core.image_msgs import depth_to_meters, image_to_rgb
 from spatialgeo_core.intrinsics import CameraIntrinsics
+from spatialgeo_core.intrinsics import from_camera_info as intrinsics_from_camera_info
 from spatialgeo_core.region_positions import RegionPosition, region_positions
 from spatialgeo_core.regions import PALETTE, draw_regions
 from spatialgeo_core.synthetic.depth_truth import depth_array
@@ -24,20 +25,20 @@ from spatialgeo_ros.geometry_conversions import (
     DELETEALL,
     MIN_SCALE_M,
     TEXT_VIEW_FACING,
-    depth_to_meters,
     fill_markers,
     fill_positions,
     fill_rgb_image,
-    intrinsics_from_camera_info,
 )
+from spatialgeo_ros.outcomes import QueryOutcome, Status
 from spatialgeo_ros.params import params_from_values
-from spatialgeo_ros.positions_logic import (
+from spatialgeo_ros.position_source import (
     NOT_COMPUTED,
     PositionCode,
     PositionSource,
     PositionsOutcome,
 )
-from spatialgeo_ros.service_logic import QueryOutcome, QueryRequest, QueryService, Status
+from spatialgeo_ros.query_service import QueryService
+from spatialgeo_ros.request_validation import QueryRequest
 
 S = 1_000_000_000
 STAMP = 100 * S

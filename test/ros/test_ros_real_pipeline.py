@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from spatialgeo_core.types import Region
+from spatialgeo_ros.outcomes import Status
 from spatialgeo_ros.params import params_from_values
-from spatialgeo_ros.service_logic import QueryRequest, QueryService, Status
+from spatialgeo_ros.query_service import QueryService
+from spatialgeo_ros.request_validation import QueryRequest
 
 S = 1_000_000_000
 NOW = 50 * S
@@ -37,11 +39,14 @@ def test_real_pipeline_answers_streams_and_reuses_features(real_service):
     assert out.stamp_ns == NOW and out.frame_id == "cam" and 1 <= out.num_tokens <= 6
     assert all(out.answer.startswith(p) for p in partials)        # on_text is cumulative
     frame = real_service.buffers["camera"].latest()
-    features = frame.get("features")
-    assert features is not None
+
+    def cached(frame):                 # the frame's features in the pipeline's feature cache
+        return real_service.pipeline.frame(frame, lambda: pytest.fail("decoded again"))
+
+    features = cached(frame)
     again = real_service.handle(QueryRequest(question="Is Region [0] left of Region [1]?",
                                              regions=request.regions, max_new_tokens=4), NOW)
-    assert again.status == Status.OK and frame.get("features") is features
+    assert again.status == Status.OK and cached(frame) is features
     # the frame was encoded once, as the questions show it (marks drawn), never plain
     assert len(features.visual) == 1 and () not in features.visual
     plain = real_service.handle(QueryRequest(question="What is there?", max_new_tokens=3), NOW)

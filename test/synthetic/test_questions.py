@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from spatialgeo_core.eval.answer_parsing import (
+from spatialgeo_core.answer_parsing import (
     category_kind,
     parse_choice,
     parse_clock_hours,
@@ -297,7 +297,7 @@ def _facts_qas(wording="facts", n=40):
 
 
 def test_facts_answers_state_the_truths_quantity_and_conclude_the_truth():
-    from spatialgeo_core.eval.answer_parsing import category_relation
+    from spatialgeo_core.answer_parsing import category_relation
     from spatialgeo_core.synthetic.facts import CONCLUSION_PHRASE, RELATION_QUANTITY
 
     qas, _ = _facts_qas()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from spatialgeo_core.errors import ConfigError
-from spatialgeo_core.eval.bench_format import decode_rle, read_bench, reference_value
+from spatialgeo_core.eval.spatialrgpt.format import decode_rle, read_bench, reference_value
 from spatialgeo_core.image_msgs import depth_to_meters
 from spatialgeo_core.synthetic import cli as world_cli
 from spatialgeo_core.synthetic import (

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """The tiny LLaVA-format dataset (PNG images, text-only and bad records)."""
-    from spatialgeo_core.training.synthetic import write_tiny_dataset
+    from spatialgeo_core.training.smoke_dataset import write_tiny_dataset
     return write_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 

@@ -2,8 +2,8 @@
 fp32 on the others (where emulated bf16 is ~8x slower), and the demo stages ask for "auto"."""
 import pytest
 import torch
-from training_helpers import CONFIGS
 
+from spatialgeo_core.demo.reproduce import CONFIG_DIR as DEMO_CONFIGS
 from spatialgeo_core.training import precision
 from spatialgeo_core.training.config import load_config
 
@@ -31,7 +31,7 @@ def test_cpuinfo_flags_are_read_from_the_flags_line(tmp_path):
 @pytest.mark.parametrize("name", ["demo_stage1.yaml", "demo_stage2.yaml"])
 def test_demo_stages_follow_the_machine(monkeypatch, name):
     env = {"SPATIALGEO_INIT": "/i", "SPATIALGEO_DATA": "/d", "SPATIALGEO_OUTPUT": "/o"}
-    cfg = load_config(CONFIGS / name, [], env=env)
+    cfg = load_config(DEMO_CONFIGS / name, [], env=env)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert precision.use_bf16(cfg.run.precision, CPU) is False     # AVX2-only: fp32
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)

@@ -8,7 +8,7 @@ question is asked as published, or with --draw-boxes the "(x1, y1, x2, y2)" boxe
 drawn as set-of-marks and named "Region [i]" (data.boxes_as_regions). Single-image items are
 answered; multi-image and video items are counted as skipped (the pipeline answers about one
 image) and have no record. Sharding, --resume and the results file are eval-bench's
-(bench_runner.run_sharded).
+(eval/sharding.py).
 
 A record is the item as published (its v0 fields) plus `pred_answer` (the raw output, upstream's
 name, so results.jsonl can itself be scored with --score-only), `question_id` (the v0 index),
@@ -19,23 +19,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from pathlib import Path
 
 from spatialgeo_core.errors import SpatialGeoError
-from spatialgeo_core.eval.bench_runner import read_image, run_sharded, shard_env
 from spatialgeo_core.eval.runner import (
     RESULTS_FILE,
     EvalRunError,
     answer_fields,
-    answer_with_regions,
     check_out_dir,
-    encode_image,
     is_ok,
     run_info_common,
     write_outputs,
     write_results,
 )
+from spatialgeo_core.eval.sharding import run_sharded, shard_env
 from spatialgeo_core.eval.spatialscore.data import (
     Entry,
     SpatialScoreItem,
@@ -54,12 +52,13 @@ from spatialgeo_core.eval.spatialscore.scoring import (
     aggregate,
     score_answer,
 )
+from spatialgeo_core.image_msgs import open_image
+from spatialgeo_core.serving import answer_frame
 from spatialgeo_core.types import GenerationOptions
 
 logger = logging.getLogger(__name__)
 
 UPSTREAM_MAX_NEW_TOKENS = 1024
-IMAGE_CACHE = 1            # images whose features are kept (an image's items are consecutive)
 
 
 def _error_record(entry: Entry, error: BaseException, model_id: str, **extra) -> dict:
@@ -81,36 +80,28 @@ def _ok_record(item: SpatialScoreItem, pred: str, model_id: str, position: int,
             "score": _scores(item, pred), **extra}
 
 
-def _answer(entry: Entry, root: Path, pipeline, cache: OrderedDict, options: GenerationOptions,
-            model_id: str, draw_boxes: bool, shard: dict) -> dict:
+def _answer(entry: Entry, root: Path, pipeline, options: GenerationOptions, model_id: str,
+            draw_boxes: bool, shard: dict) -> dict:
     if entry.error is not None:
         return _error_record(entry, entry.error, model_id, **shard)
     item = entry.item
     t0 = time.perf_counter()
     regions = []
     try:
+        # an image's items are consecutive: its features stay in the pipeline's feature cache
         path = image_path(root, item.img_paths[0])
-        features, rgb = cache.get(path), None
-        if features is None:
-            rgb = read_image(path)                                       # [H, W, 3]
-        width, height = features.size if features is not None else (rgb.shape[1], rgb.shape[0])
         question = item.question
-        if draw_boxes:
-            question, regions = boxes_as_regions(question, width, height)
+        if draw_boxes:               # the boxes are checked against the image's size here
+            frame = pipeline.frame(path, lambda: open_image(path))
+            question, regions = boxes_as_regions(question, *frame.size)
         asked = instruction(item.source, item.raw["question_type"]) + question
-        if features is None:
-            features = encode_image(pipeline, rgb, regions)
-            cache[path] = features
-            while len(cache) > IMAGE_CACHE:
-                cache.popitem(last=False)
-        cache.move_to_end(path)
-        answer = answer_with_regions(pipeline, features, asked, regions, options)
+        result = answer_frame(pipeline, path, lambda: open_image(path), asked, regions, options)
     except SpatialGeoError as exc:
         return _error_record(entry, exc, model_id, **shard)
     latency_ms = (time.perf_counter() - t0) * 1000
-    return _ok_record(item, answer.text, model_id, entry.index, asked=asked,
+    return _ok_record(item, result.answer.text, model_id, entry.index, asked=asked,
                       regions=[list(r.box) for r in regions], **shard,
-                      **answer_fields(answer, latency_ms))
+                      **answer_fields(result, latency_ms))
 
 
 def _check_room(pipeline, options: GenerationOptions) -> None:
@@ -145,7 +136,6 @@ def evaluate_spatialscore(data: str | Path, root: str | Path, out_dir: str | Pat
     if not root.is_dir():
         raise EvalRunError(f"--root {root} is not a directory")
     todo = [e for e in selected if e.skip_reason is None]
-    cache: OrderedDict = OrderedDict()
 
     def load():
         pipeline = load_pipeline()
@@ -153,12 +143,11 @@ def evaluate_spatialscore(data: str | Path, root: str | Path, out_dir: str | Pat
         return pipeline
 
     def answer(entry: Entry, pipeline, model_id: str, shard: dict) -> dict:
-        return _answer(entry, root, pipeline, cache, options, model_id, draw_boxes, shard)
+        return _answer(entry, root, pipeline, options, model_id, draw_boxes, shard)
 
     run = run_sharded(out_dir, todo, answer, load, needs_model=lambda e: e.item is not None,
                       model_id=model_id, resume=resume, progress=progress,
                       desc="eval-spatialscore", barrier_timeout_s=barrier_timeout_s)
-    cache.clear()
     if run is None:
         return None
     run_info = {"data": str(data), "root": str(root), "subset": subset, "processes": run.world,

@@ -83,7 +83,7 @@ class PositionSource:
         if enabled and (decode_depth is None or decode_info is None):
             raise ValueError("a PositionSource with depth needs decode_depth and decode_info")
         self.enabled = enabled
-        self.buffers = {c: FrameBuffer(buffer_size, 1) for c in cameras} if enabled else {}
+        self.buffers = {c: FrameBuffer(buffer_size) for c in cameras} if enabled else {}
         self.policy = SelectionPolicy(tolerance_ns=tolerance_ns, max_age_ns=0)
         self._decode_depth = decode_depth
         self._decode_info = decode_info

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from spatialgeo_core.errors import InvalidRegionError, SpatialGeoError
-from spatialgeo_core.eval.answer_parsing import (
+from spatialgeo_core.answer_parsing import (
     category_kind,
     parse_choice,
     parse_clock_hours,
     parse_distance_m,
     parse_predicate,
 )
+from spatialgeo_core.errors import InvalidRegionError, SpatialGeoError
 from spatialgeo_core.limits import check_mask_pixels
 from spatialgeo_core.types import Region
 

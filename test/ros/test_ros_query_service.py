@@ -1,7 +1,7 @@
-"""service_logic: validation, every status path, the bounded queue, timeouts, concurrency."""
+"""The node's request path without ROS: request_validation, outcomes (every status path),
+inference_queue (the bounded queue, timeouts, concurrency), query_service and diagnostics."""
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import threading
@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from spatialgeo_core.answer_parsing import parse_metric_value
 from spatialgeo_core.errors import (
     CheckpointError,
     InvalidImageError,
@@ -19,26 +20,16 @@ from spatialgeo_core.errors import (
 )
 from spatialgeo_core.frames import NoFrameError, StaleFrameError
 from spatialgeo_core.types import Region
+from spatialgeo_ros.diagnostics import LatencyStats, ModelState, build_diagnostics
+from spatialgeo_ros.inference_queue import InferenceQueue, QueueClosed, QueueFull
+from spatialgeo_ros.outcomes import Status, outcome_for_exception
 from spatialgeo_ros.params import params_from_values
-from spatialgeo_ros.service_logic import (
-    InferenceQueue,
-    LatencyStats,
-    ModelState,
-    QueryRequest,
-    QueryService,
-    QueueClosed,
-    QueueFull,
-    Status,
-    build_diagnostics,
-    outcome_for_exception,
-    parse_answer_value,
-    validate_request,
-)
+from spatialgeo_ros.query_service import QueryService
+from spatialgeo_ros.request_validation import QueryRequest, validate_request
 
 S = 1_000_000_000
 NOW = 100 * S
 IMAGE = np.zeros((48, 64, 3), np.uint8)          # [H, W, 3]
-HAS_PARSER = importlib.util.find_spec("spatialgeo_core.eval.answer_parsing") is not None
 
 
 def params(**overrides):
@@ -138,8 +129,7 @@ def test_ok_answer_carries_frame_stamp_value_and_latency(fake_pipeline_cls, serv
     assert out.stamp_ns == NOW - S // 10 and out.frame_id == "camera_optical"
     assert out.camera == "camera" and out.latency_s > 0 and out.num_tokens == 8
     assert pipe.regions_seen[0] == [Region(box=(1, 1, 10, 10)), Region(box=(20, 5, 60, 40))]
-    if HAS_PARSER:
-        assert out.value == pytest.approx(2.5) and out.unit == "m"
+    assert out.value == pytest.approx(2.5) and out.unit == "m"
 
 
 def test_question_without_regions_passes_none(fake_pipeline_cls, service_factory):
@@ -208,7 +198,7 @@ def test_undecodable_frame_is_an_inference_error(fake_pipeline_cls, service_fact
     def decode(payload):
         raise InvalidImageError("unsupported image encoding 'bayer_rggb8'")
 
-    with caplog.at_level(logging.WARNING, logger="spatialgeo_ros.service_logic"):
+    with caplog.at_level(logging.WARNING, logger="spatialgeo_ros.query_service"):
         out = service_factory(fake_pipeline_cls(), decode=decode).handle(
             QueryRequest(question="q"), NOW)
     assert out.status == Status.INFERENCE_ERROR and "bayer_rggb8" in out.message
@@ -419,26 +409,26 @@ def test_diagnostics(fake_pipeline_cls, service_factory):
     service = service_factory(fake_pipeline_cls())
     service.handle(QueryRequest(question="q"), NOW)
     service.handle(QueryRequest(question=""), NOW)
-    report = service.diagnostics(ModelState.LOADED, NOW, {"gpu_allocated_mb": 1234.5})
+    report = build_diagnostics(service, ModelState.LOADED, NOW, {"gpu_allocated_mb": 1234.5})
     values = dict(report.values)
     assert report.level == "OK" and report.message == "serving"
     assert values["model_state"] == "loaded" and values["queue_depth"] == "0"
     assert values["count_ok"] == "1" and values["count_invalid_request"] == "1"
     assert values["latency_p50_s"] != "n/a" and "latency_p95_s" in values
-    assert values["camera_camera_frames"] == "1" and values["camera_camera_encoded"] == "1"
+    assert values["camera_camera_frames"] == "1" and values["cached_frames"] == "1"
     assert values["gpu_allocated_mb"] == "1234.5"
     failed = build_diagnostics(None, ModelState.FAILED, NOW, {}, detail="CheckpointError: x")
     assert failed.level == "ERROR" and failed.message == "CheckpointError: x"
     assert build_diagnostics(None, ModelState.UNLOADED, NOW, {}).level == "WARN"
     service.pause()
-    assert service.diagnostics(ModelState.LOADED, NOW).level == "WARN"
+    assert build_diagnostics(service, ModelState.LOADED, NOW, {}).level == "WARN"
 
 
-@pytest.mark.skipif(not HAS_PARSER, reason="spatialgeo_core.eval.answer_parsing not there yet")
 def test_answer_values_are_parsed():
-    assert parse_answer_value("It is about 3 feet away.") == (pytest.approx(0.9144), "m")
-    assert parse_answer_value("Region [0] is at 2 o'clock.") == (pytest.approx(2.0), "o'clock")
-    assert parse_answer_value("The chair is on the left.") is None
+    """The rule the node's values come from (spatialgeo_core.serving.answer_frame)."""
+    assert parse_metric_value("It is about 3 feet away.") == (pytest.approx(0.9144), "m")
+    assert parse_metric_value("Region [0] is at 2 o'clock.") == (pytest.approx(2.0), "o'clock")
+    assert parse_metric_value("The chair is on the left.") is None
 
 
 def test_a_failing_feedback_callback_does_not_end_the_request(fake_pipeline_cls,

@@ -1,7 +1,8 @@
-"""`spatialgeo eval-live`: the ROS-free parts of the client (requests built field for field as
-srv/SpatialQuery.srv and msg/*.msg declare them, responses turned into result records, stamps of
-frame_index questions looked up in a bag), the CLI's error without ROS, and, where a ROS 2
-runtime with the built interfaces is present, the client against a live SpatialQuery service."""
+"""`ros2 run spatialgeo_ros eval_live`: the ROS-free parts of the client (live_eval.py: requests
+built field for field as srv/SpatialQuery.srv and msg/*.msg declare them, responses turned into
+result records, stamps of frame_index questions looked up in a bag), the executable's error
+without ROS, and, where a ROS 2 runtime with the built interfaces is present, the client
+(live_eval_client.py) against a live SpatialQuery service."""
 from __future__ import annotations
 
 import json
@@ -15,15 +16,15 @@ import pytest
 
 pytest.importorskip("rosbags", reason="rosbags is in the [eval] extra: pip install -e .[test]")
 
-from spatialgeo_core.cli import main  # noqa: E402
-from spatialgeo_core.eval.bench_format import encode_rle  # noqa: E402
 from spatialgeo_core.eval.questions import parse_question  # noqa: E402
+from spatialgeo_core.eval.spatialrgpt.format import encode_rle  # noqa: E402
 from spatialgeo_core.optional import available  # noqa: E402
 from spatialgeo_ros.live_eval import (  # noqa: E402
     fill_request,
     resolve_stamps,
     response_record,
 )
+from spatialgeo_ros.live_eval_client import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 S = 1_000_000_000
@@ -164,7 +165,7 @@ def test_eval_live_without_ros_is_a_clear_error(tmp_path, capsys):
     qfile = tmp_path / "q.jsonl"
     qfile.write_text(json.dumps({"id": "a", "stamp_ns": START, "question": "Where?",
                                  "reference": "Yes.", "category": "left_predicate"}) + "\n")
-    rc = main(["eval-live", "--questions", str(qfile), "--out", str(tmp_path / "o")])
+    rc = main(["--questions", str(qfile), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "needs a ROS 2 runtime" in err and "Traceback" not in err
 
@@ -230,7 +231,7 @@ def test_live_client_against_a_running_service(tmp_path, capsys):
         qfile.write_text("".join(json.dumps(x) + "\n" for x in lines))
         out = tmp_path / "out"
         t0 = time.monotonic()
-        rc = main(["eval-live", "--questions", str(qfile), "--out", str(out),
+        rc = main(["--questions", str(qfile), "--out", str(out),
                    "--service", f"{ns}/spatial_query", "--topic", f"{ns}/image",
                    "--wait-s", "3", "--no-progress"])
         assert rc == 0, capsys.readouterr().err

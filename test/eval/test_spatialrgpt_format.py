@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from spatialgeo_core.eval.bench_format import (
+from spatialgeo_core.eval.spatialrgpt.format import (
     BenchFormatError,
     answer_record,
     decode_rle,

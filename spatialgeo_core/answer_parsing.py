@@ -1,8 +1,10 @@
 """Rule-based parsing of free-text spatial answers (no LLM, pure Python + `re`).
 
-Used to score SpatialRGPT-Bench answers without a judge model and by the ROS layer to attach a
-metric value to an answer. The phrasings covered are those of the bench's reference answers (the
-SpatialRGPT data templates) and the usual ways a model words the same facts.
+One module of its own in the core, used by every reader of answers: evaluation scores with it
+(no judge model), the synthetic world words its answers so that it reads them back, and the node
+(spatialgeo_core.serving) gives an answer its metric value with it. The phrasings covered are
+those of the bench's reference answers (the SpatialRGPT data templates) and the usual ways a
+model words the same facts.
 
 Rules, so that scores are reproducible:
 
