@@ -202,6 +202,25 @@ def test_demo_world_files_hold_the_captions_twice_and_the_captions_hold_the_trut
             assert float(v) == pytest.approx(info.volume, abs=0.0051)
 
 
+def test_stage1_keeps_drilling_the_conclusion_when_asked(tmp_path):
+    """caption_drill_share: stage 1's file is every caption, then that many drills per caption
+    taken evenly from all drills (stage 0's skill is kept while stage 1 learns to read regions);
+    0 leaves the captions alone."""
+    from spatialgeo_core.demo.data import DemoWorld, write_world
+
+    plain = write_world(DemoWorld(train_images=6, test_images=1), tmp_path / "a")
+    mixed = write_world(DemoWorld(train_images=6, test_images=1, caption_drill_share=0.5),
+                        tmp_path / "b")
+    captions = json.loads(plain["captions"].read_text())
+    stage1 = json.loads(mixed["captions"].read_text())
+    drills = json.loads(mixed["drills"].read_text())
+    assert len(captions) == 6 and len(drills) >= 3
+    assert stage1[:6] == captions and len(stage1) == 6 + 3
+    assert all(d in drills for d in stage1[6:]) and len({d["id"] for d in stage1[6:]}) == 3
+    with pytest.raises(ValueError, match="caption_drill_share"):
+        DemoWorld(caption_drill_share=1.5)
+
+
 def test_a_stopped_demo_training_is_one_line_and_exit_status_1(monkeypatch, capsys):
     from spatialgeo_core.demo import reproduce
 
