@@ -7,9 +7,11 @@
                          text-only drills of the conclusion (drill_share of the facts answers:
                          the answer's facts given in the question, no image)
     train/drills.json    stage 0: every drill (text only), the LLaMA's first lessons
-    train/captions.json  stage 1: "<image>" -> "Region [k]: <colour> <shape>, <y> m ahead, <x> m
+    train/captions.json  stage 1: DESCRIBE -> "Region [k]: <colour> <shape>, <y> m ahead, <x> m
                          left|right, <z> m up, <w> m wide, <h> m tall, <v> cubic metres. ..."
-                         (caption(): every fact a stage-2 answer states)
+                         (caption(): every fact a stage-2 answer states), in the chat
+                         template as stage 2 (a drill keeps its question, which the plain
+                         template would drop), then caption_drill_share drills per caption
     test/bench.json      held-out scenes (split "test"), SpatialRGPT-Bench items
     corpus.txt           every text the model will read or write (the tokenizer's corpus)
 """
@@ -109,11 +111,11 @@ def caption(sample: WorldSample) -> str:
 DESCRIBE = "Describe the marked regions."
 
 
-def _caption_record(sample: WorldSample, image: str, question: str = "") -> dict:
-    """A record whose one answer is caption(sample), every usable region drawn: "<image>\n"
-    (stage 1, plain template) or "<image>\n" + question (stage 2)."""
-    return {"id": sample.id + ("-describe" if question else "-caption"), "image": image,
-            "conversations": [{"from": "human", "value": "<image>\n" + question},
+def _caption_record(sample: WorldSample, image: str, kind: str) -> dict:
+    """A record whose one answer is caption(sample), every usable region drawn, asked for with
+    DESCRIBE in the chat template of both stages (stage 1's "-caption", stage 2's "-describe")."""
+    return {"id": f"{sample.id}-{kind}", "image": image,
+            "conversations": [{"from": "human", "value": "<image>\n" + DESCRIBE},
                               {"from": "gpt", "value": caption(sample)}],
             "regions": region_records(sample, sample.regions, with_masks=True)}
 
@@ -146,11 +148,10 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
     def tap(samples: Iterator[WorldSample]) -> Iterator[WorldSample]:
         for s in samples:
             if s.qas:
-                captions.append(_caption_record(s, f"{s.id}.png"))
-                corpus.append(captions[-1]["conversations"][1]["value"])
+                captions.append(_caption_record(s, f"{s.id}.png", "caption"))
+                corpus.extend((DESCRIBE, captions[-1]["conversations"][1]["value"]))
                 if world.caption_every and (len(captions) - 1) % world.caption_every == 0:
-                    extra.append(_caption_record(s, f"{s.id}.png", DESCRIBE))
-                    corpus.append(DESCRIBE)
+                    extra.append(_caption_record(s, f"{s.id}.png", "describe"))
             for j, qa in enumerate(s.qas):
                 corpus.extend((qa.question, qa.answer))
                 drill = drill_record(f"{s.id}-q{j}", qa.question, qa.answer)

@@ -219,6 +219,16 @@ def test_stage1_keeps_drilling_the_conclusion_when_asked(tmp_path):
     assert all(d in drills for d in stage1[6:]) and len({d["id"] for d in stage1[6:]}) == 3
     with pytest.raises(ValueError, match="caption_drill_share"):
         DemoWorld(caption_drill_share=1.5)
+    # a drill's conclusion depends on its question: stage 1's template must keep it (plain
+    # drops the user turn), and the captions are asked for as in stage 2
+    import yaml
+
+    from spatialgeo_core.conversation import TEMPLATES
+    from spatialgeo_core.demo.data import DESCRIBE
+    from spatialgeo_core.demo.reproduce import CONFIG_DIR
+    template = yaml.safe_load((CONFIG_DIR / "demo_stage1.yaml").read_text())["data"]["template"]
+    assert TEMPLATES[template].style != "plain"
+    assert all(c["conversations"][0]["value"] == "<image>\n" + DESCRIBE for c in captions)
 
 
 def test_a_stopped_demo_training_is_one_line_and_exit_status_1(monkeypatch, capsys):
