@@ -47,14 +47,16 @@ class DemoWorld:
     object. Two or three objects, 2-7 m away, 0.4-1.6 m big: each usable region spans several 8 x 8
     patches of the demo model. Training answers word lengths in metric units; the held-out answers
     in mixed units (m, cm, feet and inches) as SpatialRGPT-Bench's, which the scorer converts.
-    Training answers are worded one way per category (wording "plain": "Region [1] is taller.",
-    "Yes, ...", "Region [0] is 1.3 m wide."; questions stay varied): with the bench's several
-    paraphrases, most of a from-scratch model's loss is which paraphrase comes, noise around the
-    one token that carries the answer (from the same stage 1, held-out 47.2% / 39.8% qualitative /
-    quantitative became 50.6% / 44.3%: within the run-to-run spread). Stage 2 keeps some of stage
-    1's captions in its data (as LLaVA-1.5's instruction mix keeps captioning and grounding data):
-    every caption_every-th training scene's caption joins llava.json as its own record (0: none),
-    so instruction tuning keeps reading the per-region facts the spatial questions are made of.
+    Training answers are worded "facts" (synthetic.facts): a two-region answer first states each
+    region's fact ("Region [0]: 1.2 m left. Region [1]: 0.4 m right.") and then one canonical
+    conclusion ("So Region [0] is to the left of Region [1]."), so the decision is made by
+    comparing two numbers already written, not in one token; each question draws only its own regions, named
+    as the held-out items name them (naming "per_question"). The conclusion is also drilled on text
+    alone (drill_record): stage 0 reads every drill, stage 1 caption_drill_share drills per caption
+    and stage 2 drill_share drills per facts answer, so that learning to read regions from the
+    image does not erase it (without stage-1 drills, teacher-forced closing fell from 83-97 % to chance).
+    Stage 2 keeps every caption_every-th training scene's caption as its own record (0: none), as
+    LLaVA-1.5's instruction mix keeps captioning data.
     """
 
     seed: int = 0
@@ -67,8 +69,8 @@ class DemoWorld:
     caption_every: int = 2
     wording: str = "facts"
     naming: str = "per_question"
-    drill_share: float = 0.0
-    caption_drill_share: float = 0.0
+    drill_share: float = 0.5
+    caption_drill_share: float = 0.5
 
     def __post_init__(self):
         for name in ("drill_share", "caption_drill_share"):

@@ -159,7 +159,8 @@ def test_demo_world_files_hold_the_captions_twice_and_the_captions_hold_the_trut
     from spatialgeo_core.synthetic import iter_samples
     from spatialgeo_core.synthetic.facts import quantity
 
-    world = DemoWorld(train_images=5, test_images=2, caption_every=2, drill_share=0.5)
+    world = DemoWorld(train_images=5, test_images=2, caption_every=2, drill_share=0.5,
+                      caption_drill_share=0.0)
     paths = write_world(world, tmp_path)
     captions = json.loads(paths["captions"].read_text())
     train = json.loads(paths["train"].read_text())
@@ -208,7 +209,8 @@ def test_stage1_keeps_drilling_the_conclusion_when_asked(tmp_path):
     0 leaves the captions alone."""
     from spatialgeo_core.demo.data import DemoWorld, write_world
 
-    plain = write_world(DemoWorld(train_images=6, test_images=1), tmp_path / "a")
+    plain = write_world(DemoWorld(train_images=6, test_images=1, caption_drill_share=0.0),
+                        tmp_path / "a")
     mixed = write_world(DemoWorld(train_images=6, test_images=1, caption_drill_share=0.5),
                         tmp_path / "b")
     captions = json.loads(plain["captions"].read_text())
