@@ -50,13 +50,14 @@ class DemoWorld:
     Training answers are worded "facts" (synthetic.facts): a two-region answer first states each
     region's fact ("Region [0]: 1.2 m left. Region [1]: 0.4 m right.") and then one canonical
     conclusion ("So Region [0] is to the left of Region [1]."), so the decision is made by
-    comparing two numbers already written, not in one token; each question draws only its own regions, named
-    as the held-out items name them (naming "per_question"). The conclusion is also drilled on text
-    alone (drill_record): stage 0 reads every drill, stage 1 caption_drill_share drills per caption
-    and stage 2 drill_share drills per facts answer, so that learning to read regions from the
-    image does not erase it (without stage-1 drills, teacher-forced closing fell from 83-97 % to chance).
-    Stage 2 keeps every caption_every-th training scene's caption as its own record (0: none), as
-    LLaVA-1.5's instruction mix keeps captioning data.
+    comparing two numbers already written, not in one token; each question draws only its own
+    regions, named as the held-out items name them (naming "per_question"). The conclusion is
+    also drilled on text alone (drill_record): stage 0 reads every drill, stage 1
+    caption_drill_share drills per caption and stage 2 drill_share drills per facts answer, so
+    that learning to read regions from the image does not erase it (without stage-1 drills,
+    teacher-forced closing fell from 83-97 % to chance). Stage 2 keeps every caption_every-th
+    training scene's caption as its own record (0: none), as LLaVA-1.5's instruction mix keeps
+    captioning data.
     """
 
     seed: int = 0
