@@ -165,7 +165,9 @@ def answer_budget(records_path: Path, tokenizer_dir: Path, describe: bool = Fals
 
 def evaluate(model_dir: Path, out: Path, world: DemoWorld, limit: int | None = None) -> dict:
     """Answer and score the held-out bench with the evaluation scorer (eval/metrics.json), then
-    what the model reads of each held-out region (eval/reading.json, demo/reading.py)."""
+    what the model reads of each held-out region (eval/reading.json, demo/reading.py), and where
+    its facts answers go wrong (eval/conclusions.json, demo/conclusions.py)."""
+    from spatialgeo_core.demo.conclusions import audit as audit_conclusions
     from spatialgeo_core.demo.data import DESCRIBE
     from spatialgeo_core.demo.reading import evaluate_reading
     from spatialgeo_core.eval.spatialrgpt.runner import evaluate_bench
@@ -201,6 +203,11 @@ def evaluate(model_dir: Path, out: Path, world: DemoWorld, limit: int | None = N
         reading = evaluate_reading(answer, world, min(world.test_images, limit or 10**9),
                                    DESCRIBE, budget)
         (eval_dir / "reading.json").write_text(json.dumps(reading, indent=2))
+    results = eval_dir / "results.jsonl"
+    if results.is_file() and not (eval_dir / "conclusions.json").is_file():
+        lines = results.read_text(encoding="utf-8").splitlines()
+        audit = audit_conclusions(json.loads(line) for line in lines if line.strip())
+        (eval_dir / "conclusions.json").write_text(json.dumps(audit, indent=2))
     return metrics
 
 

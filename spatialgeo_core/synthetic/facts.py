@@ -84,7 +84,12 @@ def fact_sentence(label: str, info: ObjectInfo, names: Sequence[str]) -> str:
 def stated_relation(group_quantity: str, a: ObjectInfo, b: ObjectInfo) -> str | None:
     """The relation that A's and B's stated facts show ("left" when A's stated sideways offset is
     the smaller); None when the stated values tie."""
-    va, vb = stated(a, group_quantity), stated(b, group_quantity)
+    return relation_of(group_quantity, stated(a, group_quantity), stated(b, group_quantity))
+
+
+def relation_of(group_quantity: str, va: float, vb: float) -> str | None:
+    """The relation of A to B when A's value of the quantity is va and B's is vb ("behind" when
+    A is further ahead); None on a tie."""
     if va == vb:
         return None
     return _LARGER[group_quantity] if va > vb else _SMALLER[group_quantity]

@@ -1,0 +1,66 @@
+"""The audit of facts answers (spatialgeo_core.demo.conclusions) separates misread facts, facts
+in the wrong quantity and conclusions that contradict their own facts."""
+import json
+
+from spatialgeo_core.demo.conclusions import audit, main, read_facts_answer, shown_relation
+
+
+def _record(category: str, pred: str, success: bool) -> dict:
+    return {"qa_info": {"type": "qualitative", "category": category}, "status": "ok",
+            "pred": pred, "score": {"success": success}}
+
+
+def test_a_facts_answer_is_read_with_its_signs_and_conclusion():
+    facts = read_facts_answer("Region [0]: 1.2 m left. Region [1]: 0.4 m right. "
+                              "So Region [0] is to the left of Region [1].")
+    assert facts == {"quantity": "side", "values": {0: -1.2, 1: 0.4}, "relation": "left",
+                     "first": 0, "second": 1}
+    assert shown_relation(facts) == "left"
+    vol = read_facts_answer("Region [1]: 0.35 cubic metres. Region [0]: 0.12 cubic metres. "
+                            "So Region [0] is smaller than Region [1].")
+    assert vol["quantity"] == "volume" and shown_relation(vol) == "small"
+    assert read_facts_answer("Region [0] is to the left of Region [1].") is None
+    assert read_facts_answer("Region [0]: 1.0 m up. Region [1]: 2.0 m wide. "
+                             "So Region [0] is below Region [1].") is None   # two quantities
+
+
+def test_the_audit_counts_each_way_to_be_wrong():
+    results = [
+        # consistent and right
+        _record("behind_predicate", "Region [0]: 6.0 m ahead. Region [1]: 4.4 m ahead. "
+                "So Region [0] is behind Region [1].", True),
+        # consistent but wrong: the facts were misread
+        _record("front_choice", "Region [0]: 3.0 m ahead. Region [1]: 6.4 m ahead. "
+                "So Region [0] is in front of Region [1].", False),
+        # contradicts its own facts
+        _record("tall_choice", "Region [0]: 0.5 m tall. Region [1]: 0.9 m tall. "
+                "So Region [0] is taller than Region [1].", False),
+        # a tie: undecided
+        _record("wide_predicate", "Region [0]: 0.5 m wide. Region [1]: 0.5 m wide. "
+                "So Region [0] is thinner than Region [1].", False),
+        # off topic: widths for an above question
+        _record("above_predicate", "Region [0]: 0.7 m wide. Region [1]: 0.5 m wide. "
+                "So Region [0] is wider than Region [1].", False),
+        # not in the facts form
+        _record("left_choice", "Region [0].", False),
+        # not qualitative, or failed: not counted
+        {"qa_info": {"type": "quantitative", "category": "width_data"}, "pred": "1 m"},
+        {"qa_info": {"type": "qualitative", "category": "left_choice"}, "status": "error"},
+    ]
+    a = audit(results)
+    assert a["qualitative"] == 6 and a["facts_form"] == 5 and a["on_topic"] == 4
+    assert a["decided"] == 3 and a["consistent"] == 2
+    assert a["consistent_pct"] == 66.7 and a["right_when_consistent_pct"] == 50.0
+    assert a["right_pct"] == 16.7
+
+
+def test_the_command_reads_a_results_file_and_refuses_a_bad_one(tmp_path, capsys):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(_record("behind_predicate", "Region [0]: 6.0 m ahead. Region "
+                                       "[1]: 4.4 m ahead. So Region [0] is behind Region [1].",
+                                       True)) + "\n")
+    assert main([str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["consistent"] == 1
+    path.write_text("{not json\n")
+    assert main([str(path)]) == 2
+    assert "cannot read" in capsys.readouterr().err
