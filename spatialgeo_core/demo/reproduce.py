@@ -273,26 +273,26 @@ trained from scratch on this repository's synthetic world by `spatialgeo_core.de
 It knows nothing but that world: two or three shapes on a ground plane, marked as set-of-marks
 regions. It exists so that a fresh checkout runs the whole pipeline on a trained model and
 prints its answer beside the ground truth, and to measure the geometry ablation; it is not a
-substitute for the published SpatialGeo weights. Read its scores below before trusting an answer:
-at this budget (30 CPU minutes) its lengths are about as good as the world's priors and its
-comparisons of two regions are near chance.
+substitute for the published SpatialGeo weights. Read its scores below before trusting an answer.
 
 ## Reproduce
 
     {command}
 
-(from nothing: world, tokenizer, towers, stage 1, stage 2, held-out evaluation; fused training
+(from nothing: world, tokenizer, towers, stages 0, 1 and 2, held-out evaluation; fused training
 took {train_s} s of this run.)
 
 Recipe: world (`DemoWorld`: 3000 training scenes x 6 questions, 224 px renders read at 112 px,
-answers in metres, worded one way per category; 100 held-out scenes x 4 questions with mixed
-units); SentencePiece tokenizer on the world's text; semantic tower pretrained per patch (object
-colour, shape, region mark) and geometry tower pretrained MoGe-style (affine-invariant point map +
-metric log-depth, plus the same per-patch appearance head: DINOv2 features keep what the image
-looks like), both then frozen; stage 1 `demo/configs/demo_stage1.yaml` (region captions, plain
-template, adapters + LLaMA); stage 2 `demo/configs/demo_stage2.yaml` (every SpatialRGPT-Bench
-category plus every second scene's caption as "Describe the marked regions.", vicuna_v1, feature
-dropping 0.1).
+answers in metres in the "facts" wording: a comparison states each region's fact, then concludes
+"So Region [0] is <relation> Region [1]."; each question draws only its own regions; 100 held-out
+scenes x 4 questions with mixed units); SentencePiece tokenizer on the world's text; semantic
+tower pretrained per patch (object colour, shape, region mark) and geometry tower pretrained
+MoGe-style (affine-invariant point map + metric log-depth, plus the same per-patch appearance
+head), both then frozen; stage 0 `spatialgeo_core/demo/configs/demo_stage0.yaml` (text-only
+drills: the conclusion from stated facts, LLaMA only); stage 1 `demo_stage1.yaml` (region
+captions asked with "Describe the marked regions.", vicuna_v1, plus drills); stage 2
+`demo_stage2.yaml` (every SpatialRGPT-Bench category in the facts wording, every second scene's
+caption, drills; feature dropping 0.1).
 
 ## Tower pretraining
 
