@@ -21,12 +21,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from spatialgeo_core.answer_parsing import category_relation
-from spatialgeo_core.synthetic.facts import CONCLUSION_PHRASE, RELATION_QUANTITY, relation_of
+from spatialgeo_core.synthetic.facts import (
+    CONCLUSION_PHRASE,
+    FACT_PHRASE_PATTERN,
+    RELATION_QUANTITY,
+    read_fact,
+    relation_of,
+)
 
-_UNIT = {"m ahead": "ahead", "m left": "side", "m right": "side", "m up": "up", "m wide": "wide",
-         "m tall": "tall", "cubic metres": "volume"}
-_FACT = (r"Region \[(\d)\]: (-?\d+(?:\.\d+)?) "
-         r"(m ahead|m left|m right|m up|m wide|m tall|cubic metres)\.")
+_FACT = rf"Region \[(\d)\]: {FACT_PHRASE_PATTERN}\."
 _PHRASE = {v: k for k, v in CONCLUSION_PHRASE.items()}
 _ANSWER = re.compile(
     rf"{_FACT}\s+{_FACT}\s+So Region \[(\d)\] is "
@@ -41,11 +44,10 @@ def read_facts_answer(text: str) -> dict | None:
     if m is None:
         return None
     k1, v1, u1, k2, v2, u2, first, phrase, second = m.groups()
-    if _UNIT[u1] != _UNIT[u2] or k1 == k2:
+    (q1, a), (q2, b) = read_fact(v1, u1), read_fact(v2, u2)
+    if q1 != q2 or k1 == k2:
         return None
-    sign = {"m left": -1.0}
-    values = {int(k1): float(v1) * sign.get(u1, 1.0), int(k2): float(v2) * sign.get(u2, 1.0)}
-    return {"quantity": _UNIT[u1], "values": values, "relation": _PHRASE[phrase],
+    return {"quantity": q1, "values": {int(k1): a, int(k2): b}, "relation": _PHRASE[phrase],
             "first": int(first), "second": int(second)}
 
 

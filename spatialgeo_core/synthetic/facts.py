@@ -76,6 +76,17 @@ def fact_phrase(info: ObjectInfo, name: str) -> str:
     return f"{value:.1f} m {name}"
 
 
+# a fact_phrase as text: its number and its unit words ("3.2", "m ahead"); read_fact reads them
+FACT_PHRASE_PATTERN = r"(-?\d+(?:\.\d+)?) (m ahead|m left|m right|m up|m wide|m tall|cubic metres)"
+_UNIT_QUANTITY = {"m ahead": "ahead", "m left": "side", "m right": "side", "m up": "up",
+                  "m wide": "wide", "m tall": "tall", "cubic metres": "volume"}
+
+
+def read_fact(number: str, unit: str) -> tuple[str, float]:
+    """The inverse of fact_phrase: (quantity, value), side signed (left is negative)."""
+    return _UNIT_QUANTITY[unit], float(number) * (-1.0 if unit == "m left" else 1.0)
+
+
 def fact_sentence(label: str, info: ObjectInfo, names: Sequence[str]) -> str:
     """"Region [0]: 3.2 m ahead, 0.4 m left." (label, then the quantities in the order given)."""
     return f"{label}: " + ", ".join(fact_phrase(info, n) for n in names) + "."

@@ -64,3 +64,22 @@ def test_the_command_reads_a_results_file_and_refuses_a_bad_one(tmp_path, capsys
     path.write_text("{not json\n")
     assert main([str(path)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_every_fact_phrase_reads_back_as_its_quantity_and_stated_value():
+    import re
+
+    from spatialgeo_core.synthetic import SceneConfig, WorldConfig, iter_samples
+    from spatialgeo_core.synthetic.facts import (
+        FACT_PHRASE_PATTERN,
+        QUANTITIES,
+        fact_phrase,
+        read_fact,
+        stated,
+    )
+    world = WorldConfig(scene=SceneConfig(width=64, height=64), qa_per_image=1)
+    for s in iter_samples(4, 3, "train", world):
+        for info in s.rendering.objects:
+            for q in QUANTITIES:
+                m = re.fullmatch(FACT_PHRASE_PATTERN, fact_phrase(info, q))
+                assert m is not None and read_fact(*m.groups()) == (q, stated(info, q))
