@@ -1,9 +1,11 @@
 """The demo recipe learns: a very small SpatialGeo, built and trained from scratch the way the demo
 model is (towers pretrained by spatialgeo_core.demo.towers, then `spatialgeo train` with
-training/configs/demo_stage2.yaml), reads the marked object of held-out scenes from the image: it
-names its colour well above chance (1 in 10). 200 steps are enough for that; the spatial
-quantities take the full demo budget (README "Synthetic world and demo training": grounding in
-the region marks appears after ~600 stage-1 steps), too long for a test."""
+demo/configs/demo_stage2.yaml), reads the marked object of held-out scenes from the image: it
+names its colour well above chance (1 in 10). 200 steps are enough for that, not for its
+distance: measured on this test's 40 held-out scenes (AVX2 EPYC, fp32), the distances it states
+are no better than always stating the training median (within 25 %: 87.5 % both; mean error
+0.53 m vs 0.52 m), so this test claims colour only. The spatial quantities take the full demo
+budget (README "Synthetic world and demo training"), too long for a test."""
 import json
 import re
 
@@ -49,7 +51,7 @@ def _regions(sample):
                    mask=sample.rendering.mask(o)) for o in sample.regions]
 
 
-def test_tiny_demo_model_learns_colour_and_distance(tmp_path, monkeypatch):
+def test_tiny_demo_model_reads_the_marked_objects_colour(tmp_path, monkeypatch):
     torch.manual_seed(0)
     train = [s for s in iter_samples(600, 11, "train", WORLD) if len(s.regions) == 1]
     test = [s for s in iter_samples(40, 11, "test", WORLD) if len(s.regions) == 1]
