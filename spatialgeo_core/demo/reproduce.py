@@ -257,7 +257,7 @@ def install_asset(out: Path, dest: Path, summary: dict, argv: list[str]) -> Path
     (tmp / "TRAINING.md").write_text(TRAINING_MD.format(
         command="python -m spatialgeo_core.demo.reproduce " + " ".join(argv),
         prepare=json.dumps(prep, indent=2), ablation=ablation or "(not run)\n",
-        train_s=train_s,
+        train_s=train_s, machine=summary.get("machine", "an unrecorded CPU"),
         size_mib=f"{size / 2**20:.1f}"))
     if dest.exists():
         shutil.rmtree(dest)
@@ -279,8 +279,8 @@ substitute for the published SpatialGeo weights. Read its scores below before tr
 
     {command}
 
-(from nothing: world, tokenizer, towers, stages 0, 1 and 2, held-out evaluation; fused training
-took {train_s} s of this run.)
+(from nothing: world, tokenizer, towers, stage 0 unless --no-stage0, stages 1 and 2, held-out
+evaluation; fused training took {train_s} s of this run on {machine}.)
 
 Recipe: world (`DemoWorld`: 3000 training scenes x 6 questions, 224 px renders read at 112 px,
 answers in metres in the "facts" wording: a comparison states each region's fact, then concludes
@@ -289,8 +289,9 @@ scenes x 4 questions with mixed units); SentencePiece tokenizer on the world's t
 tower pretrained per patch (object colour, shape, region mark) and geometry tower pretrained
 MoGe-style (affine-invariant point map + metric log-depth, plus the same per-patch appearance
 head), both then frozen; stage 0 `spatialgeo_core/demo/configs/demo_stage0.yaml` (text-only
-drills: the conclusion from stated facts, LLaMA only); stage 1 `demo_stage1.yaml` (region
-captions asked with "Describe the marked regions.", vicuna_v1, plus drills); stage 2
+drills: the conclusion from stated facts, LLaMA only; skipped with --no-stage0); stage 1
+`demo_stage1.yaml` (region captions asked with "Describe the marked regions.", vicuna_v1; drills
+only with --caption-drill-share, 0 by default); stage 2
 `demo_stage2.yaml` (every SpatialRGPT-Bench category in the facts wording, every second scene's
 caption, drills; feature dropping 0.1).
 
@@ -370,7 +371,9 @@ def run(args: argparse.Namespace) -> dict:
                       naming=args.naming, drill_share=args.drill_share,
                       caption_drill_share=args.caption_drill_share)
     started = time.time()
-    summary: dict = {"prepare": prepare(out, world, args.tower_images, args.semantic_steps,
+    from spatialgeo_core.training.precision import describe_cpu
+    summary: dict = {"machine": describe_cpu(),
+                     "prepare": prepare(out, world, args.tower_images, args.semantic_steps,
                                         args.geometry_steps, args.vocab_size)}
     if args.prepare_only:
         return summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
 from pathlib import Path
 
@@ -46,6 +47,21 @@ def cpu_has_native_bf16() -> bool:
     flags = _cpuinfo_flags()
     wanted = _ARM_FLAGS if platform.machine().lower() in ("aarch64", "arm64") else _X86_FLAGS
     return any(f in flags for f in wanted)
+
+
+def describe_cpu(path: Path = Path("/proc/cpuinfo")) -> str:
+    """This machine's CPU in one line, for timings: model name, cores, native bf16 or not."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in path.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "model name":
+                name = value.strip()
+                break
+    except OSError:
+        pass
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f"{name}, {os.cpu_count()} cores, {bf16}, {torch.get_num_threads()} torch threads"
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

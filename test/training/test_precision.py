@@ -28,6 +28,15 @@ def test_cpuinfo_flags_are_read_from_the_flags_line(tmp_path):
     assert precision._cpuinfo_flags(tmp_path / "missing") == set()
 
 
+def test_timings_name_the_cpu_they_were_measured_on(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2\n")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    line = precision.describe_cpu(info)
+    assert line.startswith("AMD EPYC 7B13, ") and "no native bf16" in line and "threads" in line
+    assert precision.describe_cpu(tmp_path / "missing")         # still one line
+
+
 @pytest.mark.parametrize("name", ["demo_stage1.yaml", "demo_stage2.yaml"])
 def test_demo_stages_follow_the_machine(monkeypatch, name):
     env = {"SPATIALGEO_INIT": "/i", "SPATIALGEO_DATA": "/d", "SPATIALGEO_OUTPUT": "/o"}
