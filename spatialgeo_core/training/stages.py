@@ -14,6 +14,7 @@ Parameter names after `apply_stage` (what the tests pin down):
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from torch import nn
@@ -60,7 +61,12 @@ def apply_stage(model: SpatialGeoForCausalLM, stage: StageConfig,
                                lora_dropout=stage.lora.dropout,
                                target_modules=list(stage.lora.target_modules), bias="none",
                                task_type="CAUSAL_LM")
-        model.llm = peft.get_peft_model(model.llm, lcfg)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated alias `is_gradient_checkpointing` (a
+            # FutureWarning per LoRA run that no user of ours can act on)
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            model.llm = peft.get_peft_model(model.llm, lcfg)
         if not component_parameters(model, "lora"):
             raise ConfigError(f"stage.lora.target_modules: {stage.lora.target_modules} match no "
                               "module of the LLM")

@@ -1,4 +1,6 @@
 """The exact trainable parameters of each stage, their learning rates, adapter initialisation."""
+import warnings
+
 import pytest
 import torch
 from training_helpers import CONFIGS
@@ -43,7 +45,9 @@ def test_stage1_trains_exactly_the_hierarchical_adapter(model):
 
 def test_stage2_trains_lora_on_seven_projections_and_both_adapters(model):
     stage = _stage("stage2.yaml")
-    groups = apply_stage(model, stage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)       # none of the libraries' deprecations
+        groups = apply_stage(model, stage)
     assert trainable_parameter_names(model) == sorted(CLIP + GEO + LORA)
     assert [(g["name"], g["lr"]) for g in groups] == [
         ("clip_adapter", 2e-5), ("geo_adapter", 2e-5), ("lora", 2e-4)]
