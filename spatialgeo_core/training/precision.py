@@ -22,17 +22,23 @@ _X86_FLAGS = ("avx512_bf16", "amx_bf16")
 _ARM_FLAGS = ("bf16",)
 
 
-def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The feature flags of the first CPU in /proc/cpuinfo (empty where there is none)."""
+def _cpuinfo_value(keys: tuple[str, ...], path: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The value of the first line of /proc/cpuinfo whose key is one of `keys` (None where there
+    is none or no file)."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            return set(value.split())
-    return set()
+        if key.strip().lower() in keys:
+            return value.strip()
+    return None
+
+
+def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The feature flags of the first CPU in /proc/cpuinfo (empty where there is none)."""
+    return set((_cpuinfo_value(("flags", "features"), path) or "").split())
 
 
 @functools.cache
@@ -51,15 +57,7 @@ def cpu_has_native_bf16() -> bool:
 
 def describe_cpu(path: Path = Path("/proc/cpuinfo")) -> str:
     """This machine's CPU in one line, for timings: model name, cores, native bf16 or not."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in path.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip().lower() == "model name":
-                name = value.strip()
-                break
-    except OSError:
-        pass
+    name = _cpuinfo_value(("model name",), path) or platform.processor() or platform.machine()
     bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
     return f"{name}, {os.cpu_count()} cores, {bf16}, {torch.get_num_threads()} torch threads"
 
