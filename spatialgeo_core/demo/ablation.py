@@ -4,7 +4,9 @@ Wilson intervals.
 
     python -m spatialgeo_core.demo.ablation runs/demo-seed0 runs/demo-seed1 > ablation.md
 
-Reads <run>/<variant>/eval/metrics.json (the bench scorer) and reading.json (demo/reading.py).
+Reads <run>/<variant>/eval/metrics.json (the bench scorer), reading.json (demo/reading.py: what
+the model says of each region) and probe.json (demo/probe.py: what its visual tokens hold of it,
+both streams together).
 Depth-dependent questions: the behind/front group and the three distance categories (their
 answers need each region's metric position); the single-region family: what the model reads of
 one region (forward distance, width, height within 25 %) from its description.
@@ -34,7 +36,8 @@ def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
     return (100 * (centre - half), 100 * (centre + half))
 
 
-def counts(metrics: dict, reading: dict | None) -> dict[str, tuple[int, int]]:
+def counts(metrics: dict, reading: dict | None,
+           probe: dict | None = None) -> dict[str, tuple[int, int]]:
     """(successes, total) of every reported family of one variant of one run."""
     q, n = metrics["qualitative"], metrics["quantitative"]
     out = {g: (b["correct"], b["total"]) for g, b in q["groups"].items()}
@@ -51,6 +54,12 @@ def counts(metrics: dict, reading: dict | None) -> dict[str, tuple[int, int]]:
             out[f"read {k}"] = (round(reading[k]["within_25_pct"] * total / 100), total)
             out[f"median {k}"] = (round(reading[k]["median_prior_within_25_pct"] * total / 100),
                                   total)
+    if probe is not None:
+        streams, total = probe["streams"], probe["test_regions"]
+        held = streams.get("both", streams["clip"])
+        out["tokens side"] = (round(held["side_right_pct"] * total / 100), total)
+        for k in SINGLE:
+            out[f"tokens {k}"] = (round(held[k]["within_25_pct"] * total / 100), total)
     return out
 
 
@@ -58,9 +67,10 @@ def load(run: Path, variant: str) -> dict[str, tuple[int, int]] | None:
     d = Path(run) / variant / "eval"
     if not (d / "metrics.json").is_file():
         return None
-    reading = json.loads((d / "reading.json").read_text()) if (d / "reading.json").is_file() \
-        else None
-    return counts(json.loads((d / "metrics.json").read_text()), reading)
+    found = {name: json.loads((d / f"{name}.json").read_text())
+             for name in ("reading", "probe") if (d / f"{name}.json").is_file()}
+    return counts(json.loads((d / "metrics.json").read_text()), found.get("reading"),
+                  found.get("probe"))
 
 
 def mean_of_groups(c: dict[str, tuple[int, int]]) -> float:
@@ -95,7 +105,7 @@ def table(runs: dict[str, dict[str, dict]]) -> str:
                 rows.append(("pooled", v, pooled(got)))
     cols = ["qualitative", "mean of groups", *GROUPS, "quantitative", *DEPTH_CATEGORIES,
             "width_data", "height_data", "direction", "depth-dependent",
-            *(f"read {k}" for k in SINGLE)]
+            *(f"read {k}" for k in SINGLE), "tokens side", *(f"tokens {k}" for k in SINGLE)]
     head = "| run | model | " + " | ".join(cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 2)]
     for name, v, c in rows:
@@ -104,8 +114,10 @@ def table(runs: dict[str, dict[str, dict]]) -> str:
         lines.append(f"| {name} | {VARIANTS[v]} | " + " | ".join(cells) + " |")
     medians = [c for _, v, c in rows if v == "fused"]
     if medians and all(f"median {k}" in medians[-1] for k in SINGLE):
-        cells = ["-"] * (len(cols) - len(SINGLE)) + [_cell(medians[-1], f"median {k}")
-                                                      for k in SINGLE]
+        cells = ["-"] * len(cols)
+        for k in SINGLE:
+            cells[cols.index(f"read {k}")] = cells[cols.index(f"tokens {k}")] = _cell(
+                medians[-1], f"median {k}")
         lines.append(f"| {rows[-1][0]} | training median (no image) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -83,6 +83,21 @@ def region_truth(info) -> dict:
             **{q: quantity(info, q) for q in ("ahead", "side", "up", "wide", "tall", "volume")}}
 
 
+def answer_with(load: Callable) -> Callable:
+    """The `answer` evaluate_reading asks for, by the SpatialGeoPipeline that load() gives (called
+    once, at the first question): (rgb, question, regions, max_new_tokens) -> its text, through
+    the one path from a frame to an answer that the node and the bench use."""
+    from spatialgeo_core.types import GenerationOptions
+    pipe = []
+
+    def answer(rgb, question: str, regions, max_new_tokens: int) -> str:
+        pipe[:] = pipe or [load()]
+        return pipe[0].answer(rgb, question, regions=regions,
+                              options=GenerationOptions(max_new_tokens=max_new_tokens)).text
+
+    return answer
+
+
 def evaluate_reading(answer: Callable, world, scenes: int, describe: str,
                      max_new_tokens: int) -> dict:
     """Ask `describe` about held-out scenes 0..scenes-1 of `world` (a demo.data.DemoWorld) and

@@ -165,11 +165,13 @@ def answer_budget(records_path: Path, tokenizer_dir: Path, describe: bool = Fals
 
 def evaluate(model_dir: Path, out: Path, world: DemoWorld, limit: int | None = None) -> dict:
     """Answer and score the held-out bench with the evaluation scorer (eval/metrics.json), then
-    what the model reads of each held-out region (eval/reading.json, demo/reading.py), and where
-    its facts answers go wrong (eval/conclusions.json, demo/conclusions.py)."""
+    what the model reads of each held-out region (eval/reading.json, demo/reading.py), what its
+    visual tokens hold of each (eval/probe.json, demo/probe.py), and where its facts answers go
+    wrong (eval/conclusions.json, demo/conclusions.py)."""
     from spatialgeo_core.demo.conclusions import audit as audit_conclusions
     from spatialgeo_core.demo.data import DESCRIBE
-    from spatialgeo_core.demo.reading import evaluate_reading
+    from spatialgeo_core.demo.probe import probe
+    from spatialgeo_core.demo.reading import answer_with, evaluate_reading
     from spatialgeo_core.eval.spatialrgpt.runner import evaluate_bench
     from spatialgeo_core.pipeline import SpatialGeoPipeline
     from spatialgeo_core.types import GenerationOptions
@@ -195,14 +197,12 @@ def evaluate(model_dir: Path, out: Path, world: DemoWorld, limit: int | None = N
         (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if world.caption_every and not (eval_dir / "reading.json").is_file():
         budget = answer_budget(records, model_dir, describe=True)
-
-        def answer(rgb, question, regions, max_new_tokens):
-            return load().answer(rgb, question, regions=regions,
-                                 options=GenerationOptions(max_new_tokens=max_new_tokens)).text
-
-        reading = evaluate_reading(answer, world, min(world.test_images, limit or 10**9),
-                                   DESCRIBE, budget)
+        scenes = min(world.test_images, limit or 10**9)
+        reading = evaluate_reading(answer_with(load), world, scenes, DESCRIBE, budget)
         (eval_dir / "reading.json").write_text(json.dumps(reading, indent=2))
+    if not (eval_dir / "probe.json").is_file():
+        held = probe(load(), world, test_scenes=min(world.test_images, limit or 10**9))
+        (eval_dir / "probe.json").write_text(json.dumps(held, indent=2))
     results = eval_dir / "results.jsonl"
     if results.is_file() and not (eval_dir / "conclusions.json").is_file():
         lines = results.read_text(encoding="utf-8").splitlines()

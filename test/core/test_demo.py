@@ -113,17 +113,11 @@ def _held_out_lengths(model_dir, n: int) -> list[tuple[float | None, str, str, s
 def _reading(model_dir, scenes: int) -> dict:
     """demo/reading.py on the first held-out scenes: what the model reads of each region."""
     from spatialgeo_core.demo.data import DESCRIBE, DemoWorld
-    from spatialgeo_core.demo.reading import evaluate_reading
+    from spatialgeo_core.demo.reading import answer_with, evaluate_reading
     from spatialgeo_core.pipeline import SpatialGeoPipeline
-    from spatialgeo_core.types import GenerationOptions
 
-    pipe = SpatialGeoPipeline.from_pretrained(model_dir)
-
-    def answer(rgb, question, regions, max_new_tokens):
-        return pipe.answer(rgb, question, regions=regions,
-                           options=GenerationOptions(max_new_tokens=max_new_tokens)).text
-
-    return evaluate_reading(answer, DemoWorld(seed=default_model.DEMO_SEED), scenes, DESCRIBE, 160)
+    return evaluate_reading(answer_with(lambda: SpatialGeoPipeline.from_pretrained(model_dir)),
+                            DemoWorld(seed=default_model.DEMO_SEED), scenes, DESCRIBE, 160)
 
 
 @needs_asset
@@ -149,6 +143,24 @@ def test_the_embedded_model_reads_held_out_regions_better_than_the_training_medi
     assert r["colour_pct"] >= 40, r
     ahead = r["ahead"]
     assert ahead["within_25_pct"] >= ahead["median_prior_within_25_pct"] + 10, r
+
+
+@needs_asset
+def test_the_embedded_models_geometry_tokens_hold_what_its_clip_tokens_do_not(capsys):
+    """demo/probe.py on the committed model (fitted on 150 training scenes, scored on 40 held-out
+    ones): a linear read of its geometry tokens over a region finds the region's side of the
+    camera (measured 94 % on 100 held-out scenes) where its CLIP tokens are near chance (55 %),
+    and its distance ahead within 25 % above the training median. The paper's point, in the
+    model's input: the geometry tower adds what CLIP does not see."""
+    from spatialgeo_core.demo import probe
+
+    assert probe.main([str(default_model.EMBEDDED_DIR), "--seed", str(default_model.DEMO_SEED),
+                       "--train-scenes", "150", "--test-scenes", "40"]) == 0
+    streams = json.loads(capsys.readouterr().out)["streams"]
+    geo, clip = streams["geometry"], streams["clip"]
+    assert geo["side_right_pct"] >= 80 and geo["side_right_pct"] >= clip["side_right_pct"] + 20
+    assert geo["ahead"]["within_25_pct"] >= geo["ahead"]["median_prior_within_25_pct"] + 10
+    assert streams["both"]["side_right_pct"] >= 80
 
 
 def test_without_the_asset_a_random_model_is_an_explicit_command(tmp_path, monkeypatch,

@@ -39,3 +39,31 @@ def test_tables_pool_seeds_and_count_the_depth_dependent_questions(tmp_path, cap
     pooled = [ln for ln in out.splitlines() if ln.startswith("| pooled | SpatialGeo")]
     assert len(pooled) == 1 and "| 80.0 (" in pooled[0]      # (9 + 7) / 20 distance_data
     assert ablation.main([str(tmp_path / "missing")]) == 2
+
+
+def _probe(side_pct, ahead_pct, streams):
+    held = {"side_right_pct": side_pct,
+            **{k: {"within_25_pct": ahead_pct, "median_prior_within_25_pct": 40.0}
+               for k in ("ahead", "wide", "tall")}}
+    low = {"side_right_pct": 50.0,
+           **{k: {"within_25_pct": 10.0, "median_prior_within_25_pct": 40.0}
+              for k in ("ahead", "wide", "tall")}}
+    return {"train_regions": 300, "test_regions": 200,
+            "streams": {s: (held if s == streams[-1] else low) for s in streams}}
+
+
+def test_what_the_tokens_hold_is_read_of_both_streams_together(tmp_path, capsys):
+    """probe.json: the fused model's row shows its two streams together ("both"), the CLIP-only
+    model's its one stream; counts out of the probe's held-out regions."""
+    for variant, streams, side in (("fused", ("clip", "geometry", "both"), 90.0),
+                                   ("clip_only", ("clip",), 55.0)):
+        d = tmp_path / "seed0" / variant / "eval"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(_metrics(5, 10, 5)))
+        (d / "probe.json").write_text(json.dumps(_probe(side, 80.0, streams)))
+    fused, clip = (ablation.load(tmp_path / "seed0", v) for v in ("fused", "clip_only"))
+    assert fused["tokens side"] == (180, 200) and fused["tokens ahead"] == (160, 200)
+    assert clip["tokens side"] == (110, 200)
+    assert ablation.main([str(tmp_path / "seed0")]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.endswith("| tokens side | tokens ahead | tokens wide | tokens tall |")
