@@ -25,6 +25,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from spatialgeo_core.demo.data import DemoWorld, write_world
@@ -127,9 +128,12 @@ def run_stage(stage: int, init: Path, output: Path, data: Path, variant: str,
 
 def train_variant(out: Path, variant: str, vocab_size: int, world: DemoWorld,
                   stage1_sets: list[str], stage2_sets: list[str],
-                  stage0_sets: list[str] | None = None) -> Path:
+                  stage0_sets: list[str] | None = None,
+                  stage1_cycles: Sequence[int] = ()) -> Path:
     """init -> stage 0 (when stage0_sets is not None and the world has drills) -> stage 1 ->
-    stage 2 -> <out>/<variant>/model."""
+    stage 2 -> <out>/<variant>/model. stage1_cycles (e.g. (900, 1800)): stage 1 as consecutive
+    runs of that many steps, each a full warm-up + cosine cycle from the previous one's export
+    (<variant>/stage1, stage1-cycle2, ...); empty: one run of demo_stage1.yaml's steps."""
     model_dir = out / variant / "model"
     if (model_dir / "config.json").is_file():
         return model_dir
@@ -139,7 +143,11 @@ def train_variant(out: Path, variant: str, vocab_size: int, world: DemoWorld,
     drills = out / "world" / "train" / "drills.json"
     if stage0_sets is not None and drills.is_file() and json.loads(drills.read_text()):
         init = run_stage(0, init, out / variant / "stage0", out / "world", variant, stage0_sets)
-    s1 = run_stage(1, init, out / variant / "stage1", out / "world", variant, stage1_sets)
+    s1 = init
+    for i, steps in enumerate(stage1_cycles or [None]):
+        sets = stage1_sets if steps is None else [*stage1_sets, f"optim.max_steps={steps}"]
+        name = "stage1" if i == 0 else f"stage1-cycle{i + 1}"
+        s1 = run_stage(1, s1, out / variant / name, out / "world", variant, sets)
     s2 = run_stage(2, s1, out / variant / "stage2", out / "world", variant, stage2_sets)
     shutil.copytree(s2, model_dir)
     return model_dir
@@ -254,15 +262,28 @@ def install_asset(out: Path, dest: Path, summary: dict, argv: list[str]) -> Path
     fused_run = out / "summary-fused.json"          # the run that trained it, when it was alone
     train_s = json.loads(fused_run.read_text())["fused"]["train_s"] if fused_run.is_file() else \
         summary.get("fused", {}).get("train_s", "n/a")
+    times = ", ".join(f"{name} {s / 60:.0f} min" for name, s in stage_times(out / "fused"))
     (tmp / "TRAINING.md").write_text(TRAINING_MD.format(
         command="python -m spatialgeo_core.demo.reproduce " + " ".join(argv),
         prepare=json.dumps(prep, indent=2), ablation=ablation or "(not run)\n",
         train_s=train_s, machine=summary.get("machine", "an unrecorded CPU"),
-        size_mib=f"{size / 2**20:.1f}"))
+        size_mib=f"{size / 2**20:.1f}", stage_times=times or "not recorded"))
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
     return dest
+
+
+def stage_times(variant_dir: Path) -> list[tuple[str, float]]:
+    """(stage directory, seconds from its train_config.yaml to its merged export), in the order
+    they ran: each stage's wall time, also when the run that installs the model resumed it."""
+    out = []
+    for d in variant_dir.glob("stage*"):
+        start, end = d / "train_config.yaml", d / "export" / "merged" / "model.safetensors"
+        if start.is_file() and end.is_file():
+            t0 = start.stat().st_mtime
+            out.append((t0, d.name, end.stat().st_mtime - t0))
+    return [(name, secs) for _, name, secs in sorted(out)]
 
 
 TRAINING_MD = """# The embedded default model: SpatialGeo-demo
@@ -280,7 +301,8 @@ substitute for the published SpatialGeo weights. Read its scores below before tr
     {command}
 
 (from nothing: world, tokenizer, towers, stage 0 unless --no-stage0, stages 1 and 2, held-out
-evaluation; fused training took {train_s} s of this run on {machine}.)
+evaluation; fused training took {train_s} s of this run on {machine}; each stage's wall
+time, from its first to its last file: {stage_times}.)
 
 Recipe: world (`DemoWorld`: 3000 training scenes x 6 questions, 224 px renders read at 112 px,
 answers in metres in the "facts" wording: a comparison states each region's fact, then concludes
@@ -291,7 +313,8 @@ MoGe-style (affine-invariant point map + metric log-depth, plus the same per-pat
 head), both then frozen; stage 0 `spatialgeo_core/demo/configs/demo_stage0.yaml` (text-only
 drills: the conclusion from stated facts, LLaMA only; skipped with --no-stage0); stage 1
 `demo_stage1.yaml` (region captions asked with "Describe the marked regions.", vicuna_v1; drills
-only with --caption-drill-share, 0 by default); stage 2
+only with --caption-drill-share, 0 by default; with --stage1-cycles, consecutive warm-up + cosine
+cycles of the given steps, each from the previous one's export); stage 2
 `demo_stage2.yaml` (every SpatialRGPT-Bench category in the facts wording, every second scene's
 caption, drills; feature dropping 0.1).
 
@@ -304,6 +327,18 @@ caption, drills; feature dropping 0.1).
 ## Held-out scores (the `spatialgeo eval-bench` scorer; eval_metrics.json)
 
 {ablation}"""
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    """"900,1800" -> (900, 1800): positive step counts."""
+    try:
+        steps = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive step counts like 900,1800, got "
+                                         f"{text!r}")
+    return steps
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -348,6 +383,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override of demo_stage0.yaml (repeatable)")
     p.add_argument("--stage1-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override of demo_stage1.yaml (repeatable), e.g. optim.max_steps=50")
+    p.add_argument("--stage1-cycles", type=_steps, default=(), metavar="N,N,...",
+                   help="stage 1 as consecutive cosine cycles of these many steps, each from "
+                        "the previous one's export (the embedded default: 900,1800); default: "
+                        "one run of demo_stage1.yaml's steps")
     p.add_argument("--stage2-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--eval-limit", type=int, default=None, help="score only the first N items")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -381,7 +420,8 @@ def run(args: argparse.Namespace) -> dict:
     for v in variants:
         t = time.time()
         model_dir = train_variant(out, v, args.vocab_size, world, args.stage1_set,
-                                  args.stage2_set, None if args.no_stage0 else args.stage0_set)
+                                  args.stage2_set, None if args.no_stage0 else args.stage0_set,
+                                  args.stage1_cycles)
         summary[v] = {"model": str(model_dir), "train_s": round(time.time() - t, 1)}
         if not args.no_eval:
             summary[v]["metrics"] = evaluate(model_dir, out, world, args.eval_limit)

@@ -29,7 +29,16 @@ def _evaluated_run(tmp_path):
 
 
 def test_install_asset_copies_the_model_its_scores_and_how_it_was_made(tmp_path):
+    import os
+
     out = _evaluated_run(tmp_path)
+    for name, start, end in (("stage2", 5000, 6680), ("stage1", 1000, 2620)):   # 27 and 28 min
+        d = out / "fused" / name
+        (d / "export" / "merged").mkdir(parents=True)
+        (d / "train_config.yaml").write_text("")
+        (d / "export" / "merged" / "model.safetensors").write_text("")
+        os.utime(d / "train_config.yaml", (start, start))
+        os.utime(d / "export" / "merged" / "model.safetensors", (end, end))
     dest = tmp_path / "assets" / "default_model"
     dest.mkdir(parents=True)
     (dest / "stale.bin").write_text("old")
@@ -43,6 +52,7 @@ def test_install_asset_copies_the_model_its_scores_and_how_it_was_made(tmp_path)
     assert "python -m spatialgeo_core.demo.reproduce --out runs/demo" in text
     assert "1234.5 s" in text and "colour_acc_objects" in text and "| model | ... |" in text
     assert "1234.5 s of this run on AMD EPYC, 2 cores" in text
+    assert "last file: stage1 27 min, stage2 28 min." in text
     assert SpatialGeoConfig.load(dest) == SpatialGeoConfig.load(out / "fused" / "model")
 
 
