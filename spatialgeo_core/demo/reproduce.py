@@ -301,8 +301,9 @@ substitute for the published SpatialGeo weights. Read its scores below before tr
     {command}
 
 (from nothing: world, tokenizer, towers, stage 0 unless --no-stage0, stages 1 and 2, held-out
-evaluation; fused training took {train_s} s of this run on {machine}; each stage's wall
-time, from its first to its last file: {stage_times}.)
+evaluation; the invocation that installed it trained for {train_s} s on {machine}, stages it
+resumed finished not counted; each stage's wall time, from its first to its last file:
+{stage_times}.)
 
 Recipe: world (`DemoWorld`: 3000 training scenes x 6 questions, 224 px renders read at 112 px,
 answers in metres in the "facts" wording: a comparison states each region's fact, then concludes
