@@ -39,12 +39,13 @@ RELATIVE = ("ahead", "wide", "tall")                # scored within 25 %
 RIDGE = 10.0                                        # on standardised features
 
 
-def visual_tokens(pipe, sample) -> torch.Tensor:
-    """One scene's visual tokens [V, D] (float32, CPU), its usable regions drawn as training and
-    serving draw them."""
+def visual_tokens(pipe, sample, masks: list[np.ndarray] | None = None) -> torch.Tensor:
+    """One scene's visual tokens [V, D] (float32, CPU), its usable regions drawn (with `masks`,
+    their masks when the caller has them) as training and serving draw them."""
     objects = sample.rendering.objects
-    regions = [Region(box=tuple(float(v) for v in objects[o].box2d),
-                      mask=sample.rendering.mask(o)) for o in sample.regions]
+    masks = masks or [sample.rendering.mask(o) for o in sample.regions]
+    regions = [Region(box=tuple(float(v) for v in objects[o].box2d), mask=m)
+               for o, m in zip(sample.regions, masks, strict=True)]
     pixels = pipe.processor.image(draw_regions(sample.rgb, regions))[None].to(pipe.device)
     with torch.inference_mode():
         return pipe.model.encode_images(pixels)[0].float().cpu()
@@ -55,7 +56,7 @@ def region_means(pipe, sample) -> tuple[dict[str, np.ndarray], np.ndarray]:
     and the regions' TARGETS [R, 4]."""
     model, objects = pipe.model, sample.rendering.objects
     masks = [sample.rendering.mask(o) for o in sample.regions]
-    visual = visual_tokens(pipe, sample)                                      # [V, D]
+    visual = visual_tokens(pipe, sample, masks)                               # [V, D]
     is_clip = model.visual_is_clip.cpu()
     streams = {"clip": visual[is_clip]}
     if not bool(is_clip.all()):

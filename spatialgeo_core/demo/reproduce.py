@@ -203,13 +203,13 @@ def evaluate(model_dir: Path, out: Path, world: DemoWorld, limit: int | None = N
                                  progress=False)
         metrics["max_new_tokens"] = budget
         (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    scenes = min(world.test_images, limit or 10**9)
     if world.caption_every and not (eval_dir / "reading.json").is_file():
         budget = answer_budget(records, model_dir, describe=True)
-        scenes = min(world.test_images, limit or 10**9)
         reading = evaluate_reading(answer_with(load), world, scenes, DESCRIBE, budget)
         (eval_dir / "reading.json").write_text(json.dumps(reading, indent=2))
     if not (eval_dir / "probe.json").is_file():
-        held = probe(load(), world, test_scenes=min(world.test_images, limit or 10**9))
+        held = probe(load(), world, test_scenes=scenes)
         (eval_dir / "probe.json").write_text(json.dumps(held, indent=2))
     results = eval_dir / "results.jsonl"
     if results.is_file() and not (eval_dir / "conclusions.json").is_file():
