@@ -147,6 +147,13 @@ def score_item(category: str, question: str, prediction: str, reference: str, *,
     else:
         gt = parse_clock_hours(reference)
         pred = parse_clock_hours(prediction)
+    return score_values(category, kind, gt, pred)
+
+
+def score_values(category: str, kind: str, gt, pred) -> ItemScore:
+    """The rules' outcome for values already read (gt: the reference's, pred: the answer's):
+    a length within SUCCESS_LOW-SUCCESS_HIGH of gt, a clock direction within
+    DIRECTION_TOLERANCE_H, else equal."""
     return _from_values(category, kind, gt, pred, "rules")
 
 

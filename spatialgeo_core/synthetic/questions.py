@@ -322,7 +322,7 @@ UNITS = ("mixed", "metric")
 # apart.").
 WORDINGS = ("varied", "plain", "facts", "facts_all")
 # what a two-region length or direction answer states first under "facts_all"
-_POSITION_FACTS: dict[str, tuple[str, ...]] = {
+POSITION_FACTS: dict[str, tuple[str, ...]] = {
     "distance_data": ("ahead", "side", "up"),
     "horizontal_distance_data": ("ahead", "side"),
     "vertical_distance_data": ("up",),
@@ -407,10 +407,10 @@ def make_qa(category: str, a: ObjectInfo, b: ObjectInfo | None, regions: Sequenc
 
     def positions_first(answer: str, *objects: ObjectInfo) -> str:
         """"facts_all": both regions' positions, then "So <the plain answer>"."""
-        if wording != "facts_all" or category not in _POSITION_FACTS:
+        if wording != "facts_all" or category not in POSITION_FACTS:
             return answer
         ordered = sorted(objects, key=lambda o: name[o.index])
-        facts = " ".join(fact_sentence(name[o.index], o, _POSITION_FACTS[category])
+        facts = " ".join(fact_sentence(name[o.index], o, POSITION_FACTS[category])
                          for o in ordered)
         return f"{facts} So {answer}"
 

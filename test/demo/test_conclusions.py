@@ -83,3 +83,55 @@ def test_every_fact_phrase_reads_back_as_its_quantity_and_stated_value():
             for q in QUANTITIES:
                 m = re.fullmatch(FACT_PHRASE_PATTERN, fact_phrase(info, q))
                 assert m is not None and read_fact(*m.groups()) == (q, stated(info, q))
+
+
+def _length(category: str, pred: str, value, success: bool, kind: str = "distance") -> dict:
+    return {"qa_info": {"type": "quantitative", "category": category}, "status": "ok",
+            "pred": pred, "score": {"success": success, "kind": kind, "prediction_value": value}}
+
+
+def test_positions_are_read_with_their_signs():
+    from spatialgeo_core.demo.conclusions import implied_value, stated_positions
+    pos = stated_positions("Region [0]: 3.0 m ahead, 0.4 m left, 0.6 m up. Region [1]: 7.0 m "
+                           "ahead, 2.6 m right, 0.6 m up. So Region [0] and Region [1] are 5 m "
+                           "apart.")
+    assert pos == {0: {"ahead": 3.0, "side": -0.4, "up": 0.6},
+                   1: {"ahead": 7.0, "side": 2.6, "up": 0.6}}
+    assert implied_value("distance_data", pos) == 5.0                # a 3-4-5 triangle
+    assert implied_value("horizontal_distance_data", pos) == 5.0
+    assert implied_value("vertical_distance_data", pos) is None      # no height difference
+    assert round(implied_value("direction", pos), 2) == 1.23         # ahead, to the right
+    assert implied_value("distance_data", {0: {"ahead": 1.0}, 1: {"ahead": 2.0}}) is None
+
+
+def test_the_positions_audit_separates_arithmetic_from_reading():
+    results = [
+        # consistent and right
+        _length("distance_data", "Region [0]: 3.0 m ahead, 0.4 m left, 0.6 m up. Region [1]: "
+                "7.0 m ahead, 2.6 m right, 0.6 m up. So Region [0] and Region [1] are 5.2 m "
+                "apart.", 5.2, True),
+        # consistent but wrong: the positions were misread
+        _length("distance_data", "Region [0]: 3.0 m ahead, 0.4 m left, 0.6 m up. Region [1]: "
+                "7.0 m ahead, 2.6 m right, 0.6 m up. So Region [0] and Region [1] are 4.5 m "
+                "apart.", 4.5, False),
+        # arithmetic off: 2 m from positions 5 m apart
+        _length("distance_data", "Region [0]: 3.0 m ahead, 0.4 m left, 0.6 m up. Region [1]: "
+                "7.0 m ahead, 2.6 m right, 0.6 m up. So Region [0] and Region [1] are 2 m "
+                "apart.", 2.0, True),
+        # no positions stated
+        _length("distance_data", "Region [0] and Region [1] are 2 m apart.", 2.0, False),
+        # a direction from A = Region [0] to B = Region [1], consistent
+        _length("direction", "Region [0]: 3.0 m ahead, 0.4 m left. Region [1]: 7.0 m ahead, "
+                "2.6 m right. So Region [1] is at 1 o'clock from Region [0].", 1.0, True,
+                "direction"),
+        # single-region lengths are not audited here
+        _length("width_data", "Region [0] is 0.5 m wide.", 0.5, True),
+    ]
+    from spatialgeo_core.demo.conclusions import audit_positions
+    a = audit_positions(results)
+    assert set(a) == {"distance_data", "direction"}
+    d = a["distance_data"]
+    assert (d["answers"], d["right"], d["positions_form"], d["consistent"]) == (4, 2, 3, 2)
+    assert d["consistent_pct"] == 66.7 and d["right_when_consistent_pct"] == 50.0
+    assert a["direction"]["consistent"] == 1
+    assert audit(results)["positions"] == a
