@@ -129,11 +129,12 @@ def run_stage(stage: int, init: Path, output: Path, data: Path, variant: str,
 def train_variant(out: Path, variant: str, vocab_size: int, world: DemoWorld,
                   stage1_sets: list[str], stage2_sets: list[str],
                   stage0_sets: list[str] | None = None,
-                  stage1_cycles: Sequence[int] = ()) -> Path:
+                  stage1_cycles: Sequence[int] = (), stage2_cycles: Sequence[int] = ()) -> Path:
     """init -> stage 0 (when stage0_sets is not None and the world has drills) -> stage 1 ->
     stage 2 -> <out>/<variant>/model. stage1_cycles (e.g. (900, 1800)): stage 1 as consecutive
     runs of that many steps, each a full warm-up + cosine cycle from the previous one's export
-    (<variant>/stage1, stage1-cycle2, ...); empty: one run of demo_stage1.yaml's steps."""
+    (<variant>/stage1, stage1-cycle2, ...); empty: one run of demo_stage1.yaml's steps.
+    stage2_cycles: the same for stage 2 (<variant>/stage2, stage2-cycle2, ...)."""
     model_dir = out / variant / "model"
     if (model_dir / "config.json").is_file():
         return model_dir
@@ -143,14 +144,23 @@ def train_variant(out: Path, variant: str, vocab_size: int, world: DemoWorld,
     drills = out / "world" / "train" / "drills.json"
     if stage0_sets is not None and drills.is_file() and json.loads(drills.read_text()):
         init = run_stage(0, init, out / variant / "stage0", out / "world", variant, stage0_sets)
-    s1 = init
-    for i, steps in enumerate(stage1_cycles or [None]):
-        sets = stage1_sets if steps is None else [*stage1_sets, f"optim.max_steps={steps}"]
-        name = "stage1" if i == 0 else f"stage1-cycle{i + 1}"
-        s1 = run_stage(1, s1, out / variant / name, out / "world", variant, sets)
-    s2 = run_stage(2, s1, out / variant / "stage2", out / "world", variant, stage2_sets)
+    s1 = run_cycles(1, init, out / variant, variant, stage1_sets, stage1_cycles)
+    s2 = run_cycles(2, s1, out / variant, variant, stage2_sets, stage2_cycles)
     shutil.copytree(s2, model_dir)
     return model_dir
+
+
+def run_cycles(stage: int, init: Path, variant_dir: Path, variant: str, sets: list[str],
+               cycles: Sequence[int]) -> Path:
+    """Stage `stage` as consecutive runs of cycles[i] steps, each from the previous one's export
+    (<variant_dir>/stage<stage>, stage<stage>-cycle2, ...); no cycles: one run of the config's
+    steps. Returns the last export."""
+    for i, steps in enumerate(cycles or [None]):
+        overrides = sets if steps is None else [*sets, f"optim.max_steps={steps}"]
+        name = f"stage{stage}" if i == 0 else f"stage{stage}-cycle{i + 1}"
+        init = run_stage(stage, init, variant_dir / name, variant_dir.parent / "world", variant,
+                         overrides)
+    return init
 
 
 def answer_budget(records_path: Path, tokenizer_dir: Path, describe: bool = False) -> int:
@@ -389,6 +399,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the previous one's export (the embedded default: 900,1800); default: "
                         "one run of demo_stage1.yaml's steps")
     p.add_argument("--stage2-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--stage2-cycles", type=_steps, default=(), metavar="N,N,...",
+                   help="stage 2 as consecutive cosine cycles, as --stage1-cycles (e.g. "
+                        "1500,1500: stage2, then stage2-cycle2)")
     p.add_argument("--eval-limit", type=int, default=None, help="score only the first N items")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
@@ -422,7 +435,7 @@ def run(args: argparse.Namespace) -> dict:
         t = time.time()
         model_dir = train_variant(out, v, args.vocab_size, world, args.stage1_set,
                                   args.stage2_set, None if args.no_stage0 else args.stage0_set,
-                                  args.stage1_cycles)
+                                  args.stage1_cycles, args.stage2_cycles)
         summary[v] = {"model": str(model_dir), "train_s": round(time.time() - t, 1)}
         if not args.no_eval:
             summary[v]["metrics"] = evaluate(model_dir, out, world, args.eval_limit)

@@ -1,5 +1,5 @@
-"""demo/reproduce.py's stage chain: stage 1 in cosine cycles (--stage1-cycles), each from the
-previous one's export, and what a bad value says."""
+"""demo/reproduce.py's stage chain: stages 1 and 2 in cosine cycles (--stage1-cycles,
+--stage2-cycles), each from the previous one's export, and what a bad value says."""
 import argparse
 
 import pytest
@@ -8,11 +8,12 @@ from spatialgeo_core.demo import reproduce
 from spatialgeo_core.demo.data import DemoWorld
 
 
-def _chain(tmp_path, monkeypatch, cycles):
+def _chain(tmp_path, monkeypatch, cycles, cycles2=()):
     calls = []
 
     def fake_stage(stage, init, output, data, variant, overrides):
-        calls.append((stage, init.name if stage != 1 else str(init.relative_to(tmp_path)),
+        assert data == tmp_path / "world"
+        calls.append((stage, str(init.relative_to(tmp_path)),
                       output.name, list(overrides)))
         merged = output / "export" / "merged"
         merged.mkdir(parents=True)
@@ -21,7 +22,8 @@ def _chain(tmp_path, monkeypatch, cycles):
     monkeypatch.setattr(reproduce, "run_stage", fake_stage)
     (tmp_path / "fused" / "init").mkdir(parents=True)
     (tmp_path / "fused" / "init" / "config.json").write_text("{}")
-    reproduce.train_variant(tmp_path, "fused", 768, DemoWorld(), ["a=1"], [], None, cycles)
+    reproduce.train_variant(tmp_path, "fused", 768, DemoWorld(), ["a=1"], [], None, cycles,
+                            cycles2)
     return calls
 
 
@@ -30,8 +32,18 @@ def test_stage1_cycles_chain_from_each_export_with_their_own_steps(tmp_path, mon
     assert calls == [
         (1, "fused/init", "stage1", ["a=1", "optim.max_steps=900"]),
         (1, "fused/stage1/export/merged", "stage1-cycle2", ["a=1", "optim.max_steps=1800"]),
-        (2, "merged", "stage2", [])]
+        (2, "fused/stage1-cycle2/export/merged", "stage2", [])]
     assert (tmp_path / "fused" / "model").is_dir()
+
+
+def test_stage2_cycles_chain_from_the_last_stage1_export(tmp_path, monkeypatch):
+    calls = _chain(tmp_path, monkeypatch, (900,), (1500, 1500))
+    assert [(c[0], c[2], c[3]) for c in calls] == [
+        (1, "stage1", ["a=1", "optim.max_steps=900"]),
+        (2, "stage2", ["optim.max_steps=1500"]),
+        (2, "stage2-cycle2", ["optim.max_steps=1500"])]
+    assert calls[1][1] == "fused/stage1/export/merged"
+    assert calls[2][1] == "fused/stage2/export/merged" and (tmp_path / "fused" / "model").is_dir()
 
 
 def test_without_cycles_stage1_is_one_run_of_its_config(tmp_path, monkeypatch):
