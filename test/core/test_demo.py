@@ -42,7 +42,8 @@ def test_install_asset_copies_the_model_its_scores_and_how_it_was_made(tmp_path)
     dest = tmp_path / "assets" / "default_model"
     dest.mkdir(parents=True)
     (dest / "stale.bin").write_text("old")
-    summary = {"prepare": {"semantic": {"colour_acc_objects": 0.9}},
+    summary = {"prepare": {"semantic": {"colour_acc_objects": 0.9},
+                           "world": {"wording": "facts_all"}},
                "machine": "AMD EPYC, 2 cores"}
     assert install_asset(out, dest, summary, ["--out", "runs/demo"]) == dest
     assert not (dest / "stale.bin").exists() and not dest.with_name("default_model.tmp").exists()
@@ -53,6 +54,7 @@ def test_install_asset_copies_the_model_its_scores_and_how_it_was_made(tmp_path)
     assert "1234.5 s" in text and "colour_acc_objects" in text and "| model | ... |" in text
     assert "trained for 1234.5 s on AMD EPYC, 2 cores" in text
     assert "last file:\nstage1 27 min, stage2 28 min." in text
+    assert 'in the "facts_all" wording' in text             # the wording the world was made in
     assert SpatialGeoConfig.load(dest) == SpatialGeoConfig.load(out / "fused" / "model")
 
 
