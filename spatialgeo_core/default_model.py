@@ -116,6 +116,7 @@ def _run_world_demo(pipe, path: Path) -> int:
     )
     from spatialgeo_core.demo.data import DemoWorld
     from spatialgeo_core.synthetic.facts import RELATION_QUANTITY, fact_sentence
+    from spatialgeo_core.synthetic.questions import POSITION_FACTS
     from spatialgeo_core.types import GenerationOptions, Region
 
     sample, qas = _demo_questions(DemoWorld(seed=DEMO_SEED).test_config())
@@ -142,7 +143,10 @@ def _run_world_demo(pipe, path: Path) -> int:
             got = parse_distance_m(ans.text)
             read = "unreadable" if got is None else f"{got:.2f} m"
             print(f"read as:      {read}")
-            print(f"ground truth: {qa.answer} (exact: {qa.value:.2f} m)")
+            true_facts = " ".join(fact_sentence(f"Region [{k}]", objects[o],
+                                                POSITION_FACTS[qa.category])
+                                  for k, o in enumerate(qa.regions))
+            print(f"ground truth: {qa.answer} (exact: {qa.value:.2f} m; {true_facts})")
         else:
             if kind == "predicate":
                 got = parse_predicate(ans.text, qa.category, qa.question)

@@ -317,20 +317,20 @@ resumed finished not counted; each stage's wall time, from its first to its last
 {stage_times}.)
 
 Recipe: world (`DemoWorld`: 3000 training scenes x 6 questions, 224 px renders read at 112 px,
-answers in metres in the "{wording}" wording: a comparison states each region's fact, then concludes
-"So Region [0] is <relation> Region [1]."; in "facts_all" a two-region length or direction
-first states both regions' positions ("Region [0]: 3.2 m ahead, 0.4 m left, 0.6 m up. ... So
-Region [0] and Region [1] are 1.8 m apart."); each question draws only its own regions; 100 held-out
-scenes x 4 questions with mixed units); SentencePiece tokenizer on the world's text; semantic
-tower pretrained per patch (object colour, shape, region mark) and geometry tower pretrained
-MoGe-style (affine-invariant point map + metric log-depth, plus the same per-patch appearance
-head), both then frozen; stage 0 `spatialgeo_core/demo/configs/demo_stage0.yaml` (text-only
-drills: the conclusion from stated facts, LLaMA only; skipped with --no-stage0); stage 1
-`demo_stage1.yaml` (region captions asked with "Describe the marked regions.", vicuna_v1; drills
-only with --caption-drill-share, 0 by default; with --stage1-cycles, consecutive warm-up + cosine
-cycles of the given steps, each from the previous one's export); stage 2
-`demo_stage2.yaml` (every SpatialRGPT-Bench category in that wording, every second scene's
-caption, drills; feature dropping 0.1; with --stage2-cycles, cycles as stage 1's).
+answers in metres in the "{wording}" wording: a comparison states each region's fact, then
+concludes "So Region [0] is <relation> Region [1]."; in "facts_all" a two-region length or
+direction first states both regions' positions ("Region [0]: 3.2 m ahead, 0.4 m left, 0.6 m up.
+... So Region [0] and Region [1] are 1.8 m apart."); each question draws only its own regions;
+100 held-out scenes x 4 questions with mixed units); SentencePiece tokenizer on the world's
+text; semantic tower pretrained per patch (object colour, shape, region mark) and geometry tower
+pretrained MoGe-style (affine-invariant point map + metric log-depth, plus the same per-patch
+appearance head), both then frozen; stage 0 `spatialgeo_core/demo/configs/demo_stage0.yaml`
+(text-only drills: the conclusion from stated facts, LLaMA only; skipped with --no-stage0);
+stage 1 `demo_stage1.yaml` (region captions asked with "Describe the marked regions.",
+vicuna_v1; drills only with --caption-drill-share, 0 by default; with --stage1-cycles,
+consecutive warm-up + cosine cycles of the given steps, each from the previous one's export);
+stage 2 `demo_stage2.yaml` (every SpatialRGPT-Bench category in that wording, every second
+scene's caption, drills; feature dropping 0.1; with --stage2-cycles, cycles as stage 1's).
 
 ## Tower pretraining
 
