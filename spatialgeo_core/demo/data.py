@@ -2,7 +2,8 @@
 
     train/llava.json     stage 2: one record per question, drawing only the asked regions as
                          Region [0] (A) and Region [1] (B) as the held-out items do, answered in
-                         the "facts" wording (each region's fact, then one canonical conclusion);
+                         the "facts_all" wording (each region's fact, then one canonical
+                         conclusion; a two-region length or direction after both positions);
                          plus every caption_every-th scene's caption asked for with DESCRIBE, and
                          text-only drills of the conclusion (drill_share of the facts answers:
                          the answer's facts given in the question, no image)
@@ -50,14 +51,17 @@ class DemoWorld:
     Training answers are worded "facts" (synthetic.facts): a two-region answer first states each
     region's fact ("Region [0]: 1.2 m left. Region [1]: 0.4 m right.") and then one canonical
     conclusion ("So Region [0] is to the left of Region [1]."), so the decision is made by
-    comparing two numbers already written, not in one token; each question draws only its own
-    regions, named as the held-out items name them (naming "per_question"). The conclusion is
-    also drilled on text alone (drill_record): stage 0 reads every drill, stage 2 drill_share
-    drills per facts answer, stage 1 caption_drill_share per caption (default 0: with a third of
-    stage 1's records drills, the LLaMA never learned to read the image, colour 3-6 %; on
-    captions alone it reads colour at 64 %). Stage 2 keeps every caption_every-th
-    training scene's caption as its own record (0: none), as LLaVA-1.5's instruction mix keeps
-    captioning data.
+    comparing two numbers already written, not in one token; a two-region length or direction
+    ("facts_all", the default) first states both regions' positions ("Region [0]: 3.2 m ahead,
+    0.4 m left, 0.6 m up. Region [1]: ... So Region [0] and Region [1] are 1.8 m apart."), so it
+    is computed from positions already written (measured: README, run r11 vs r9); each question
+    draws only its own regions, named as the held-out items name them (naming "per_question").
+    The conclusion is also drilled on text alone (drill_record): stage 0 reads every drill,
+    stage 2 drill_share drills per facts answer, stage 1 caption_drill_share per caption
+    (default 0: with a third of stage 1's records drills, the LLaMA never learned to read the
+    image, colour 3-6 %; on captions alone it reads colour at 64 %). Stage 2 keeps every
+    caption_every-th training scene's caption as its own record (0: none), as LLaVA-1.5's
+    instruction mix keeps captioning data.
     """
 
     seed: int = 0
@@ -68,7 +72,7 @@ class DemoWorld:
     qa_per_image: int = 6
     test_qa_per_image: int = 4
     caption_every: int = 2
-    wording: str = "facts"
+    wording: str = "facts_all"
     naming: str = "per_question"
     drill_share: float = 0.5
     caption_drill_share: float = 0.0

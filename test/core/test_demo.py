@@ -95,7 +95,8 @@ def test_demo_answers_a_held_out_scene_beside_its_ground_truth(tmp_path, monkeyp
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "(held out)" in out and "Region [0]" in out and "Region [1]" in out
-    assert "answer:" in out and "ground truth:" in out and " m)" in out
+    assert "facts:" in out and "conclusion:" in out and "ground truth:" in out
+    assert "(exact: " in out
     assert "RANDOMLY INITIALISED" not in out
     assert not any(tmp_path.iterdir())                  # loading writes nothing anywhere
 
