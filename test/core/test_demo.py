@@ -119,7 +119,7 @@ def _held_out_lengths(model_dir, n: int) -> list[tuple[float | None, str, str, s
             if qa.category in QUANTITATIVE_CATEGORIES and len(out) < n:
                 regions = [Region(mask=sample.rendering.mask(o)) for o in qa.regions]
                 text = pipe.answer(sample.rgb, qa.question, regions=regions,
-                                   options=GenerationOptions(max_new_tokens=32)).text
+                                   options=GenerationOptions(max_new_tokens=96)).text
                 out.append((parse_distance_m(text), qa.category, qa.question, text))
     return out
 
@@ -138,8 +138,10 @@ def _reading(model_dir, scenes: int) -> dict:
 def test_the_embedded_model_answers_held_out_lengths_in_readable_metres():
     """Twenty held-out length questions: every answer reads as a length (a random model's does
     not), and they are more than one value per category (each category's training median, what
-    a model that does not look says, is one). How often they are within 25 % is in
-    eval_metrics.json: at the level of that median (README), so not claimed here."""
+    a model that does not look says, is one). The answers state both regions' positions first
+    (facts_all), so the budget is the demo's 96 tokens, not a bare length's. How often they are
+    within 25 % is in eval_metrics.json (README: above the median on 400 questions, with
+    overlapping intervals), so not claimed on twenty here."""
     got = _held_out_lengths(default_model.EMBEDDED_DIR, 20)
     assert all(v is not None for v, *_ in got), [(q, a) for v, _, q, a in got if v is None]
     assert len({v for v, *_ in got}) > len({c for _, c, *_ in got}), got
@@ -151,9 +153,10 @@ def test_the_embedded_model_reads_held_out_regions_better_than_the_training_medi
     names each region's colour far above chance (1 in 10), states its distance ahead within 25 %
     far more often than always saying the training scenes' median would (the prior of a model
     that does not look), and says which side of the camera it is on above chance. Measured on
-    the committed model (README): colour 78.6 %, ahead 85.7 % against the median's 45.2 %, side
-    78.6 %; a stand-in that always states the median fails (colour 12 %, ahead 45.2 %), as does
-    the previous default, r6 (side 47.6 % on these scenes)."""
+    the committed model (README; run r12): colour 81.0 %, ahead 73.8 % against the median's
+    45.2 %, side 78.6 % (r9, the default before it: 78.6 / 85.7 / 78.6); a stand-in that always
+    states the median fails (colour 12 %, ahead 45.2 %), as does r6, the default before r9
+    (side 47.6 % on these scenes)."""
     r = _reading(default_model.EMBEDDED_DIR, 20)
     assert r["described_pct"] >= 90, r
     assert r["colour_pct"] >= 40, r
