@@ -104,14 +104,15 @@ def implied_value(category: str, positions: dict[int, dict[str, float]]) -> floa
         return None
     a, b = (SimpleNamespace(center_world=tuple(positions[k].get(q, 0.0)
                                                for q in ("side", "ahead", "up"))) for k in (0, 1))
-    value = _TRUTH[category](a, b)
-    return value if value > 0 or category == DIRECTION_CATEGORY else None
+    return _TRUTH[category](a, b)
 
 
 def audit_positions(results: Iterable[dict]) -> dict:
     """Per two-region length or direction category of an eval-bench results.jsonl: answers, right,
-    in the positions form (both regions' needed positions stated), consistent (the stated result
-    scored against what the stated positions give succeeds) and right when consistent."""
+    in the positions form (both regions' needed positions stated), tied (a length whose stated
+    positions coincide: 0 m, which no stated length matches; left out of the consistency),
+    consistent (the stated result scored against what the stated positions give succeeds) and
+    right when consistent."""
     counts: dict[str, dict[str, int]] = {}
     for r in results:
         info, score = r.get("qa_info") or {}, r.get("score") or {}
@@ -119,13 +120,16 @@ def audit_positions(results: Iterable[dict]) -> dict:
         if category not in POSITION_FACTS or r.get("status", "ok") != "ok":
             continue
         c = counts.setdefault(category, dict.fromkeys(
-            ("answers", "right", "positions_form", "consistent", "right_consistent"), 0))
+            ("answers", "right", "positions_form", "tied", "consistent", "right_consistent"), 0))
         c["answers"] += 1
         c["right"] += bool(score.get("success"))
         implied = implied_value(category, stated_positions(r.get("pred") or ""))
         if implied is None:
             continue
         c["positions_form"] += 1
+        if implied == 0 and category != DIRECTION_CATEGORY:
+            c["tied"] += 1
+            continue
         stated = score.get("prediction_value")
         if stated is not None and score_values(category, score.get("kind", "distance"),
                                                implied, stated).success:
@@ -133,7 +137,7 @@ def audit_positions(results: Iterable[dict]) -> dict:
             c["right_consistent"] += bool(score.get("success"))
     return {cat: {**c, "right_pct": _pct(c["right"], c["answers"]),
                   "positions_form_pct": _pct(c["positions_form"], c["answers"]),
-                  "consistent_pct": _pct(c["consistent"], c["positions_form"]),
+                  "consistent_pct": _pct(c["consistent"], c["positions_form"] - c["tied"]),
                   "right_when_consistent_pct": _pct(c["right_consistent"], c["consistent"])}
             for cat, c in sorted(counts.items())}
 

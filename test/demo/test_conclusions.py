@@ -99,7 +99,7 @@ def test_positions_are_read_with_their_signs():
                    1: {"ahead": 7.0, "side": 2.6, "up": 0.6}}
     assert implied_value("distance_data", pos) == 5.0                # a 3-4-5 triangle
     assert implied_value("horizontal_distance_data", pos) == 5.0
-    assert implied_value("vertical_distance_data", pos) is None      # no height difference
+    assert implied_value("vertical_distance_data", pos) == 0.0       # no height difference
     assert round(implied_value("direction", pos), 2) == 1.23         # ahead, to the right
     assert implied_value("distance_data", {0: {"ahead": 1.0}, 1: {"ahead": 2.0}}) is None
 
@@ -124,12 +124,18 @@ def test_the_positions_audit_separates_arithmetic_from_reading():
         _length("direction", "Region [0]: 3.0 m ahead, 0.4 m left. Region [1]: 7.0 m ahead, "
                 "2.6 m right. So Region [1] is at 1 o'clock from Region [0].", 1.0, True,
                 "direction"),
+        # equal stated heights: tied, left out of the consistency
+        _length("vertical_distance_data", "Region [0]: 0.5 m up. Region [1]: 0.5 m up. So "
+                "Region [0] and Region [1] are 0.2 m apart vertically.", 0.2, True),
         # single-region lengths are not audited here
         _length("width_data", "Region [0] is 0.5 m wide.", 0.5, True),
     ]
     from spatialgeo_core.demo.conclusions import audit_positions
     a = audit_positions(results)
-    assert set(a) == {"distance_data", "direction"}
+    assert set(a) == {"distance_data", "direction", "vertical_distance_data"}
+    v = a["vertical_distance_data"]
+    assert (v["positions_form"], v["tied"], v["consistent"]) == (1, 1, 0)
+    assert v["consistent_pct"] is None
     d = a["distance_data"]
     assert (d["answers"], d["right"], d["positions_form"], d["consistent"]) == (4, 2, 3, 2)
     assert d["consistent_pct"] == 66.7 and d["right_when_consistent_pct"] == 50.0
