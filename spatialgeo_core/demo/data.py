@@ -48,20 +48,20 @@ class DemoWorld:
     object. Two or three objects, 2-7 m away, 0.4-1.6 m big: each usable region spans several 8 x 8
     patches of the demo model. Training answers word lengths in metric units; the held-out answers
     in mixed units (m, cm, feet and inches) as SpatialRGPT-Bench's, which the scorer converts.
-    Training answers are worded "facts" (synthetic.facts): a two-region answer first states each
-    region's fact ("Region [0]: 1.2 m left. Region [1]: 0.4 m right.") and then one canonical
-    conclusion ("So Region [0] is to the left of Region [1]."), so the decision is made by
-    comparing two numbers already written, not in one token; a two-region length or direction
-    ("facts_all", the default) first states both regions' positions ("Region [0]: 3.2 m ahead,
-    0.4 m left, 0.6 m up. Region [1]: ... So Region [0] and Region [1] are 1.8 m apart."), so it
-    is computed from positions already written (measured: README, run r11 vs r9); each question
-    draws only its own regions, named as the held-out items name them (naming "per_question").
-    The conclusion is also drilled on text alone (drill_record): stage 0 reads every drill,
-    stage 2 drill_share drills per facts answer, stage 1 caption_drill_share per caption
-    (default 0: with a third of stage 1's records drills, the LLaMA never learned to read the
-    image, colour 3-6 %; on captions alone it reads colour at 64 %). Stage 2 keeps every
-    caption_every-th training scene's caption as its own record (0: none), as LLaVA-1.5's
-    instruction mix keeps captioning data.
+    Training answers are worded "facts" (synthetic.facts): a two-region answer first states
+    each region's fact ("Region [0]: 1.2 m left. Region [1]: 0.4 m right.") and then one
+    canonical conclusion ("So Region [0] is to the left of Region [1]."), so the decision is
+    made by comparing two numbers already written, not in one token; a two-region length or
+    direction ("facts_all", the default) first states both regions' positions ("Region [0]: 3.2
+    m ahead, 0.4 m left, 0.6 m up. Region [1]: ... So Region [0] and Region [1] are 1.8 m
+    apart."), so it is computed from positions already written (measured: README, runs r10-r12
+    vs r9); each question draws only its own regions, named as the held-out items name them
+    (naming "per_question"). The conclusion is also drilled on text alone (drill_record): stage
+    0 reads every drill, stage 2 drill_share drills per facts answer, stage 1
+    caption_drill_share per caption (default 0: with a third of stage 1's records drills, the
+    LLaMA never learned to read the image, colour 3-6 %; on captions alone it reads colour at
+    64 %). Stage 2 keeps every caption_every-th training scene's caption as its own record (0:
+    none), as LLaVA-1.5's instruction mix keeps captioning data.
     """
 
     seed: int = 0
