@@ -139,13 +139,16 @@ def _run_world_demo(pipe, path: Path) -> int:
         else:
             print(f"answer:       {ans.text}")
         kind = category_kind(qa.category)
+        # the true facts in the quantities a trained answer states: both positions for a
+        # distance, the compared quantity for a comparison
+        quantities = POSITION_FACTS[qa.category] if kind == "distance" else (
+            RELATION_QUANTITY[category_relation(qa.category)],)
+        true_facts = " ".join(fact_sentence(f"Region [{k}]", objects[o], quantities)
+                              for k, o in enumerate(qa.regions))
         if kind == "distance":
             got = parse_distance_m(ans.text)
             read = "unreadable" if got is None else f"{got:.2f} m"
             print(f"read as:      {read}")
-            true_facts = " ".join(fact_sentence(f"Region [{k}]", objects[o],
-                                                POSITION_FACTS[qa.category])
-                                  for k, o in enumerate(qa.regions))
             print(f"ground truth: {qa.answer} (exact: {qa.value:.2f} m; {true_facts})")
         else:
             if kind == "predicate":
@@ -155,9 +158,6 @@ def _run_world_demo(pipe, path: Path) -> int:
             else:
                 read = parse_choice(ans.text, qa.question, qa.category) or "unreadable"
                 truth = qa.stated
-            quantity = RELATION_QUANTITY[category_relation(qa.category)]
-            true_facts = " ".join(fact_sentence(f"Region [{k}]", objects[o], (quantity,))
-                                  for k, o in enumerate(qa.regions))
             print(f"read as:      {read}")
             print(f"ground truth: {truth} ({true_facts})")
         print(f"tokens:       {ans.num_tokens} generated, {ans.num_visual_tokens} visual; "
