@@ -6,7 +6,9 @@
                          conclusion; a two-region length or direction after both positions);
                          plus every caption_every-th scene's caption asked for with DESCRIBE, and
                          text-only drills of the conclusion (drill_share of the facts answers:
-                         the answer's facts given in the question, no image)
+                         the answer's facts given in the question, no image), then the
+                         position drills (position_drill_images further scenes' lengths and
+                         directions, as drills only: their images are never written)
     train/drills.json    stage 0: every drill (text only), the LLaMA's first lessons
     train/captions.json  stage 1: DESCRIBE -> "Region [k]: <colour> <shape>, <y> m ahead, <x> m
                          left|right, <z> m up, <w> m wide, <h> m tall, <v> cubic metres. ..."
@@ -24,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from spatialgeo_core.conversation import TEMPLATES
 from spatialgeo_core.synthetic import (
     SceneConfig,
@@ -34,6 +38,8 @@ from spatialgeo_core.synthetic import (
     write_llava_json,
 )
 from spatialgeo_core.synthetic.facts import QUANTITIES, fact_phrase
+from spatialgeo_core.synthetic.questions import POSITION_FACTS, make_qa
+from spatialgeo_core.synthetic.world import make_sample
 from spatialgeo_core.synthetic.writers import region_records
 
 log = logging.getLogger(__name__)
@@ -76,11 +82,15 @@ class DemoWorld:
     naming: str = "per_question"
     drill_share: float = 0.5
     caption_drill_share: float = 0.0
+    position_drill_images: int = 0
 
     def __post_init__(self):
         for name in ("drill_share", "caption_drill_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.position_drill_images < 0:
+            raise ValueError(f"position_drill_images must be >= 0, got "
+                             f"{self.position_drill_images}")
 
     def train_config(self) -> WorldConfig:
         """The training split: qa_per_image questions, metric answers."""
@@ -139,6 +149,37 @@ def drill_record(record_id: str, question: str, answer: str) -> dict | None:
                               {"from": "gpt", "value": answer}]}
 
 
+def position_drills(world: DemoWorld) -> list[dict]:
+    """Text-only drills of the lengths and directions computed from stated positions, from
+    world.position_drill_images training-split scenes after the first train_images (scenes no
+    record shows): per scene and per category of POSITION_FACTS, one pair of its usable regions
+    (A, B) asked in the world's wording, its positions moved into the question (drill_record).
+    The arithmetic from two stated positions to a length or a clock direction then sees scenes
+    the image records never repeat. Empty unless the wording states positions ("facts_all")."""
+    out: list[dict] = []
+    if world.wording != "facts_all":
+        return out
+    cfg = world.train_config()
+    for index in range(world.train_images, world.train_images + world.position_drill_images):
+        sample = make_sample(world.seed, "train", index, cfg)
+        objects = {o.index: o for o in sample.rendering.objects}
+        usable = [objects[i] for i in sample.regions]
+        if len(usable) < 2:
+            continue
+        cam = sample.rendering.camera
+        rng = np.random.default_rng([world.seed, 2, index])
+        for category in POSITION_FACTS:
+            order = rng.permutation(len(usable))
+            a, b = usable[int(order[0])], usable[int(order[1])]
+            qa = make_qa(category, a, b, (a.index, b.index), rng, cam.fx, cam.cx, cfg.units,
+                         cfg.wording)
+            drill = None if qa is None else drill_record(
+                f"{sample.id}-{category}", qa.question, qa.answer)
+            if drill is not None:
+                out.append(drill)
+    return out
+
+
 def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
     """Write the train / caption / test files and the corpus under `out`; returns their paths."""
     out = Path(out)
@@ -170,6 +211,8 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
                         drills.append(drill)
             yield s
         extra.extend(drills)
+        extra.extend(more := position_drills(world))
+        corpus.extend(d["conversations"][i]["value"] for d in more for i in (0, 1))
 
     train_cfg = world.train_config()
     per_question = world.naming == "per_question"

@@ -387,6 +387,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--caption-drill-share", type=float, default=d.caption_drill_share,
                    help="stage 1: drills of the conclusion (stated facts -> relation) per "
                         "caption; keeps stage 0's skill while stage 1 learns to read regions")
+    p.add_argument("--position-drill-images", type=int, default=d.position_drill_images,
+                   help="stage 2: text-only drills of the lengths and directions from this many "
+                        "further scenes' stated positions (about 3.8 per scene; 0: none)")
     p.add_argument("--vocab-size", type=int, default=768)
     p.add_argument("--tower-images", type=int, default=3000)
     p.add_argument("--semantic-steps", type=int, default=1500)
@@ -425,7 +428,8 @@ def run(args: argparse.Namespace) -> dict:
                       test_images=args.test_images, qa_per_image=args.qa_per_image,
                       caption_every=args.caption_every, wording=args.wording,
                       naming=args.naming, drill_share=args.drill_share,
-                      caption_drill_share=args.caption_drill_share)
+                      caption_drill_share=args.caption_drill_share,
+                      position_drill_images=args.position_drill_images)
     started = time.time()
     from spatialgeo_core.training.precision import describe_cpu
     summary: dict = {"machine": describe_cpu(),

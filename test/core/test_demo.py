@@ -274,6 +274,48 @@ def test_demo_world_files_hold_the_captions_twice_and_the_captions_hold_the_trut
             assert float(v) == pytest.approx(info.volume, abs=0.0051)
 
 
+def test_position_drills_come_from_scenes_no_record_shows(tmp_path):
+    """position_drill_images: stage 2 ends with text-only drills of the lengths and directions
+    of further training-split scenes (after train_images), one per scene and category of
+    POSITION_FACTS, whose result is the truth computed from the scene; the records before them
+    are those of a world without them, and none is written without facts_all."""
+    import re
+
+    from spatialgeo_core.demo.data import DemoWorld, position_drills, write_world
+    from spatialgeo_core.synthetic import iter_samples
+    from spatialgeo_core.synthetic.questions import POSITION_FACTS, center_distance
+
+    base = DemoWorld(train_images=3, test_images=1)
+    world = DemoWorld(train_images=3, test_images=1, position_drill_images=4)
+    plain = json.loads(write_world(base, tmp_path / "a")["train"].read_text())
+    paths = write_world(world, tmp_path / "b")
+    train = json.loads(paths["train"].read_text())
+    drills = train[len(plain):]
+    assert train[:len(plain)] == plain and drills == position_drills(world)
+    assert 4 * 3 <= len(drills) <= 4 * len(POSITION_FACTS)
+    shown = {r["id"].split("-q")[0].rsplit("-", 1)[0] for r in plain if "image" in r}
+    ids = {int(re.match(r"synth-train-0-(\d+)-", d["id"]).group(1)) for d in drills}
+    assert ids == {3, 4, 5, 6} and not shown & {f"synth-train-0-{i:06d}" for i in ids}
+    for d in drills:
+        human, answer = (t["value"] for t in d["conversations"])
+        assert "image" not in d and human.startswith(answer.rsplit(" So ", 1)[0])
+    assert drills[0]["conversations"][1]["value"] in paths["corpus"].read_text()
+    # a distance drill's result is its scene's truth (2 significant figures)
+    samples = {s.index: s for s in iter_samples(7, world.seed, "train", world.train_config())}
+    for d in drills:
+        if "-distance_data-" not in d["id"]:
+            continue
+        sample = samples[int(re.match(r"synth-train-0-(\d+)-", d["id"]).group(1))]
+        objects = {o.index: o for o in sample.rendering.objects}
+        found = re.search(r"about ([\d.]+) m from", d["conversations"][1]["value"])
+        truths = [center_distance(objects[a], objects[b]) for a in sample.regions
+                  for b in sample.regions if a != b]
+        assert any(abs(float(found.group(1)) - t) <= 0.051 for t in truths)
+    assert position_drills(DemoWorld(position_drill_images=2, wording="facts")) == []
+    with pytest.raises(ValueError, match="position_drill_images"):
+        DemoWorld(position_drill_images=-1)
+
+
 def test_stage1_keeps_drilling_the_conclusion_when_asked(tmp_path):
     """caption_drill_share: stage 1's file is every caption, then that many drills per caption
     taken evenly from all drills (stage 0's skill is kept while stage 1 learns to read regions);
