@@ -330,7 +330,9 @@ stage 1 `demo_stage1.yaml` (region captions asked with "Describe the marked regi
 vicuna_v1; drills only with --caption-drill-share, 0 by default; with --stage1-cycles,
 consecutive warm-up + cosine cycles of the given steps, each from the previous one's export);
 stage 2 `demo_stage2.yaml` (every SpatialRGPT-Bench category in that wording, every second
-scene's caption, drills; feature dropping 0.1; with --stage2-cycles, cycles as stage 1's).
+scene's caption, drills; with --position-drill-images N, text-only drills of the lengths and
+directions from the stated positions of N further scenes, which no image record shows; feature
+dropping 0.1; with --stage2-cycles, cycles as stage 1's).
 
 ## Tower pretraining
 
