@@ -67,7 +67,10 @@ class DemoWorld:
     caption_drill_share per caption (default 0: with a third of stage 1's records drills, the
     LLaMA never learned to read the image, colour 3-6 %; on captions alone it reads colour at
     64 %). Stage 2 keeps every caption_every-th training scene's caption as its own record (0:
-    none), as LLaVA-1.5's instruction mix keeps captioning data.
+    none), as LLaVA-1.5's instruction mix keeps captioning data. position_drill_images further
+    scenes give stage 2 text-only drills of the length and direction arithmetic alone (0 by
+    default: 4000 of them as a fourth stage-2 cycle, run r14, did not move the lengths beyond
+    the intervals; README).
     """
 
     seed: int = 0
@@ -167,7 +170,7 @@ def position_drills(world: DemoWorld) -> list[dict]:
         if len(usable) < 2:
             continue
         cam = sample.rendering.camera
-        rng = np.random.default_rng([world.seed, 2, index])
+        rng = np.random.default_rng([world.seed, 2, index])      # not a sample's own rng
         for category in POSITION_FACTS:
             order = rng.permutation(len(usable))
             a, b = usable[int(order[0])], usable[int(order[1])]
