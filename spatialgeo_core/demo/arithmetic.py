@@ -65,7 +65,8 @@ def score_completions(drills: Sequence[dict], completions: Sequence[str]) -> dic
         c[0] += 1
         c[1] += bool(ok)
     return {k: {"answers": n, "right": r, "right_pct": round(100.0 * r / n, 1),
-                "interval": [round(x, 1) + 0.0 for x in wilson(r, n)]} for k, (n, r) in counts.items()}
+                "interval": [round(x, 1) + 0.0 for x in wilson(r, n)]}      # + 0.0: no -0.0
+            for k, (n, r) in counts.items()}
 
 
 def complete(model, tokenizer, prompt: str, max_new_tokens: int = 48) -> str:
