@@ -19,11 +19,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from spatialgeo_core.answer_parsing import category_kind, parse_clock_hours, parse_distance_m
 from spatialgeo_core.demo.ablation import wilson
 from spatialgeo_core.demo.data import DemoWorld, position_drills
-from spatialgeo_core.eval.metrics import score_values
-from spatialgeo_core.synthetic.questions import DIRECTION_CATEGORY
+from spatialgeo_core.eval.metrics import score_item
 
 HELD_OUT_FROM = 20000
 
@@ -45,11 +43,6 @@ def split_answer(answer: str) -> tuple[str, str]:
     return facts, "So " + result
 
 
-def _value(category: str, text: str) -> float | None:
-    return (parse_clock_hours(text) if category == DIRECTION_CATEGORY
-            else parse_distance_m(text))
-
-
 def score_completions(drills: Sequence[dict], completions: Sequence[str]) -> dict:
     """Per category: answers, right (the completion's result scored against the drill's), the
     percentage and its 95 % Wilson interval. completions[i] continues drills[i]'s answer after
@@ -57,10 +50,9 @@ def score_completions(drills: Sequence[dict], completions: Sequence[str]) -> dic
     counts: dict[str, list[int]] = {}
     for drill, text in zip(drills, completions, strict=True):
         category = category_of(drill)
-        gt = _value(category, split_answer(drill["conversations"][1]["value"])[1])
-        pred = _value(category, text.split("So ", 1)[-1]) if "So " in text else None
-        ok = pred is not None and score_values(category, category_kind(category), gt,
-                                               pred).success
+        question, answer = (t["value"] for t in drill["conversations"])
+        result = text.split("So ", 1)[1] if "So " in text else ""     # no result: unreadable
+        ok = score_item(category, question, result, split_answer(answer)[1]).success
         c = counts.setdefault(category, [0, 0])
         c[0] += 1
         c[1] += bool(ok)
@@ -70,21 +62,30 @@ def score_completions(drills: Sequence[dict], completions: Sequence[str]) -> dic
 
 
 def complete(model, tokenizer, prompt: str, max_new_tokens: int = 48) -> str:
-    """Greedy continuation of a text-only prompt, up to the end of its sentence after "So"."""
+    """Greedy continuation of a text-only prompt (generation.decode, the pipeline's decoding loop,
+    on the LLaMA's KV cache), up to the end of its sentence after "So"."""
+    import time
+
     import torch
 
-    ids = tokenizer.encode(prompt)
-    out: list[int] = []
+    from spatialgeo_core.generation import decode
+    from spatialgeo_core.kv_cache import returned_cache
+    from spatialgeo_core.types import GenerationOptions
+
+    start = time.perf_counter()
     with torch.inference_mode():
-        for _ in range(max_new_tokens):
-            nxt = int(model(torch.tensor([ids + out]))["logits"][0, -1].argmax())
-            if nxt == tokenizer.eos_id:
-                break
-            out.append(nxt)
-            text = tokenizer.decode(out).rstrip()
+        out = model.llm(input_ids=torch.tensor([tokenizer.encode(prompt)]), use_cache=True)
+        ended: list[bool] = []
+
+        def on_token(ids: list[int]) -> None:
+            text = tokenizer.decode(ids).rstrip()
             if "So " in text and text.endswith(".") and not text[-2:-1].isdigit():
-                break                                   # a full stop, not a decimal point
-    return tokenizer.decode(out)
+                ended.append(True)                      # a full stop, not a decimal point
+
+        decoded = decode(model.llm, out.logits[0, -1], returned_cache(out),
+                         GenerationOptions(max_new_tokens=max_new_tokens), tokenizer.eos_id,
+                         start, on_token=on_token, should_stop=lambda: bool(ended))
+    return tokenizer.decode([i for i in decoded.ids if i != tokenizer.eos_id])
 
 
 def evaluate(model_dir: str, scenes: int = 60, seed: int = 0) -> dict:

@@ -1,4 +1,6 @@
 """The length arithmetic check (demo/arithmetic.py): held-out drills, scoring, greedy stop."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from spatialgeo_core.demo.arithmetic import (
     score_completions,
     split_answer,
 )
+from spatialgeo_core.kv_cache import CACHE_ARG
 
 
 def test_held_out_drills_come_from_scenes_no_recipe_reaches():
@@ -47,25 +50,25 @@ def test_completions_are_scored_as_the_bench_scores_them():
 
 
 class _Chars:
-    """A tokenizer whose ids are characters (eos 0) and a model that spells `script`."""
+    """A tokenizer whose ids are characters (eos 0) and a LLaMA (`.llm`) that spells `script`:
+    its n-th forward (the prompt's, then one a new token) predicts script[n]."""
 
     eos_id = 0
 
     def __init__(self, script: str):
-        self.script, self.prompt_len = script, 0
+        self.script, self.calls = script, 0
 
     def encode(self, text: str) -> list[int]:
-        self.prompt_len = len(text)
         return [ord(c) for c in text]
 
     def decode(self, ids: list[int]) -> str:
         return "".join(chr(i) for i in ids)
 
-    def __call__(self, ids: torch.Tensor) -> dict:
-        k = ids.shape[1] - self.prompt_len
-        logits = torch.zeros(1, ids.shape[1], 256)
-        logits[0, -1, ord(self.script[k]) if k < len(self.script) else 0] = 1.0
-        return {"logits": logits}
+    def llm(self, input_ids: torch.Tensor, use_cache: bool = True, **cache) -> SimpleNamespace:
+        n, self.calls = self.calls, self.calls + 1
+        logits = torch.zeros(1, input_ids.shape[1], 256)
+        logits[0, -1, ord(self.script[n]) if n < len(self.script) else 0] = 1.0
+        return SimpleNamespace(logits=logits, **{CACHE_ARG: None})
 
 
 def test_greedy_completion_stops_at_the_full_stop_not_the_decimal_point():
