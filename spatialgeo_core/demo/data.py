@@ -165,8 +165,7 @@ def position_drills(world: DemoWorld) -> list[dict]:
     cfg = world.train_config()
     for index in range(world.train_images, world.train_images + world.position_drill_images):
         sample = make_sample(world.seed, "train", index, cfg)
-        objects = {o.index: o for o in sample.rendering.objects}
-        usable = [objects[i] for i in sample.regions]
+        usable = [sample.rendering.objects[i] for i in sample.regions]
         if len(usable) < 2:
             continue
         cam = sample.rendering.camera
