@@ -10,6 +10,9 @@ both streams together).
 Depth-dependent questions: the behind/front group and the three distance categories (their
 answers need each region's metric position); the single-region family: what the model reads of
 one region (forward distance, width, height within 25 %) from its description.
+After the table, each run and the pooled runs are set against issue 14's targets for the fused
+model (TARGETS) and for the geometry's gain on the depth-dependent questions (DEPTH_GAIN points,
+with the two 95 % intervals apart), each marked met or not met.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ DEPTH_GROUPS = ("behind/front",)
 DEPTH_CATEGORIES = ("distance_data", "horizontal_distance_data", "vertical_distance_data")
 GROUPS = ("left/right", "below/above", "behind/front", "tall/short", "wide/thin", "big/small")
 SINGLE = ("ahead", "wide", "tall")
+TARGETS = {"mean of groups": 85.0, "every group": 75.0, "quantitative": 55.0}   # fused, %
+DEPTH_GAIN = 8.0                     # fused over CLIP-only on depth-dependent, points
 
 
 def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -122,6 +127,51 @@ def table(runs: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def _pct(c: dict[str, tuple[int, int]], key: str) -> float:
+    s, t = c.get(key, (0, 0))
+    return 100 * s / t if t else float("nan")
+
+
+def verdicts(runs: dict[str, dict[str, dict]]) -> str:
+    """Markdown list: each run (and the pooled runs, when more than one) against TARGETS and
+    DEPTH_GAIN. A family a run lacks counts as not met."""
+    named = list(runs.items())
+    if len(runs) > 1:
+        named.append(("pooled", {v: pooled([r[v] for r in runs.values() if v in r])
+                                 for v in VARIANTS if any(v in r for r in runs.values())}))
+    lines = ["", "Targets (issue 14):", ""]
+    for name, variants in named:
+        fused, clip = variants.get("fused"), variants.get("clip_only")
+        if fused is not None:
+            groups = {g: _pct(fused, g) for g in GROUPS if fused.get(g, (0, 0))[1]}
+            low = min(groups, key=groups.get) if groups else None
+            mean, quant = mean_of_groups(fused), _pct(fused, "quantitative")
+            low_txt = f"{low} {groups[low]:.1f}" if low else "none"
+            lines.append(
+                f"- {name}, {VARIANTS['fused']}: mean of groups {mean:.1f} (target "
+                f"{TARGETS['mean of groups']:.0f}): {_met(mean >= TARGETS['mean of groups'])}; "
+                f"lowest group {low_txt} (target {TARGETS['every group']:.0f} each): "
+                f"{_met(len(groups) == len(GROUPS) and groups[low] >= TARGETS['every group'])}; "
+                f"quantitative {_cell(fused, 'quantitative')} (target "
+                f"{TARGETS['quantitative']:.0f}): {_met(quant >= TARGETS['quantitative'])}")
+        if fused is not None and clip is not None:
+            f_s, f_t = fused["depth-dependent"]
+            c_s, c_t = clip["depth-dependent"]
+            gain = _pct(fused, "depth-dependent") - _pct(clip, "depth-dependent")
+            apart = f_t > 0 and c_t > 0 and wilson(f_s, f_t)[0] > wilson(c_s, c_t)[1]
+            why = "" if apart else " (the intervals overlap)"
+            lines.append(
+                f"- {name}, depth-dependent: {VARIANTS['fused']} "
+                f"{_cell(fused, 'depth-dependent')} vs {VARIANTS['clip_only']} "
+                f"{_cell(clip, 'depth-dependent')}: {gain:+.1f} points (target "
+                f"+{DEPTH_GAIN:.0f}, intervals apart): {_met(gain >= DEPTH_GAIN and apart)}{why}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m spatialgeo_core.demo.ablation",
                                 description=__doc__.split("\n\n")[0])
@@ -135,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         runs[run.name] = found
-    sys.stdout.write(table(runs))
+    sys.stdout.write(table(runs) + verdicts(runs))
     return 0
 
 

@@ -67,3 +67,28 @@ def test_what_the_tokens_hold_is_read_of_both_streams_together(tmp_path, capsys)
     assert ablation.main([str(tmp_path / "seed0")]) == 0
     head = capsys.readouterr().out.splitlines()[0]
     assert head.endswith("| tokens side | tokens ahead | tokens wide | tokens tall |")
+
+
+def _counts(depth, quant, groups):
+    c = {g: (groups, 100) for g in ablation.GROUPS}
+    c.update({"quantitative": (quant, 100), "depth-dependent": (depth, 200)})
+    return c
+
+
+def test_targets_are_marked_met_only_when_reached_with_the_intervals_apart():
+    met = ablation.verdicts({"seed0": {"fused": _counts(170, 60, 90),
+                                       "clip_only": _counts(120, 40, 70)}})
+    assert met.count(": met") == 4 and "not met" not in met
+    # +9 points, but 200 questions each leave the two intervals overlapping
+    close = ablation.verdicts({"seed0": {"fused": _counts(138, 60, 90),
+                                         "clip_only": _counts(120, 40, 70)}})
+    assert "+9.0 points" in close and "not met (the intervals overlap)" in close
+    # one group under 75 fails "every group" though the mean of groups passes
+    low = _counts(170, 54, 90)
+    low["big/small"] = (70, 100)
+    lines = ablation.verdicts({"a": {"fused": low}, "b": {"fused": _counts(170, 60, 90)}})
+    first = next(ln for ln in lines.splitlines() if ln.startswith("- a,"))
+    assert "lowest group big/small 70.0 (target 75 each): not met" in first
+    assert "quantitative 54.0" in first and first.endswith("not met")
+    pooled = next(ln for ln in lines.splitlines() if ln.startswith("- pooled,"))
+    assert "lowest group big/small 80.0" in pooled and pooled.endswith(": met")
