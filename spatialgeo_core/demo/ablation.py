@@ -97,17 +97,18 @@ def pooled(runs: list[dict[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]
             for k in keys}
 
 
+def with_pooled(runs: dict[str, dict[str, dict]]) -> list[tuple[str, dict[str, dict]]]:
+    """(run name, variant -> counts) for each run, then ("pooled", ...) when more than one."""
+    named = list(runs.items())
+    if len(runs) > 1:
+        named.append(("pooled", {v: pooled([r[v] for r in runs.values() if v in r])
+                                 for v in VARIANTS if any(v in r for r in runs.values())}))
+    return named
+
+
 def table(runs: dict[str, dict[str, dict]]) -> str:
     """runs: run name -> variant -> counts. Markdown: one row per (run, variant), then pooled."""
-    rows: list[tuple[str, str, dict]] = []
-    for name, variants in runs.items():
-        for v, c in variants.items():
-            rows.append((name, v, c))
-    if len(runs) > 1:
-        for v in VARIANTS:
-            got = [variants[v] for variants in runs.values() if v in variants]
-            if got:
-                rows.append(("pooled", v, pooled(got)))
+    rows = [(name, v, c) for name, variants in with_pooled(runs) for v, c in variants.items()]
     cols = ["qualitative", "mean of groups", *GROUPS, "quantitative", *DEPTH_CATEGORIES,
             "width_data", "height_data", "direction", "depth-dependent",
             *(f"read {k}" for k in SINGLE), "tokens side", *(f"tokens {k}" for k in SINGLE)]
@@ -139,12 +140,8 @@ def _pct(c: dict[str, tuple[int, int]], key: str) -> float:
 def verdicts(runs: dict[str, dict[str, dict]]) -> str:
     """Markdown list: each run (and the pooled runs, when more than one) against TARGETS and
     DEPTH_GAIN. A family a run lacks counts as not met."""
-    named = list(runs.items())
-    if len(runs) > 1:
-        named.append(("pooled", {v: pooled([r[v] for r in runs.values() if v in r])
-                                 for v in VARIANTS if any(v in r for r in runs.values())}))
     lines = ["", "Targets (issue 14):", ""]
-    for name, variants in named:
+    for name, variants in with_pooled(runs):
         fused, clip = variants.get("fused"), variants.get("clip_only")
         if fused is not None:
             groups = {g: _pct(fused, g) for g in GROUPS if fused.get(g, (0, 0))[1]}
