@@ -42,6 +42,14 @@ PACKAGE = "spatialgeo_ros"
 NS_PER_S = 1_000_000_000
 DOMAIN_ID = 1 + os.getpid() % 100        # 1..100: ports stay below the ephemeral range
 WIDTH, HEIGHT = 64, 48
+# the primary state each lifecycle transition leads to when it succeeds
+TRANSITION_GOAL = {Transition.TRANSITION_CONFIGURE: "inactive",
+                   Transition.TRANSITION_ACTIVATE: "active",
+                   Transition.TRANSITION_DEACTIVATE: "inactive",
+                   Transition.TRANSITION_CLEANUP: "unconfigured",
+                   Transition.TRANSITION_UNCONFIGURED_SHUTDOWN: "finalized",
+                   Transition.TRANSITION_INACTIVE_SHUTDOWN: "finalized",
+                   Transition.TRANSITION_ACTIVE_SHUTDOWN: "finalized"}
 REPLIES = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
@@ -243,25 +251,59 @@ class Client:
         return self.node.get_clock().now().nanoseconds
 
     # ---- lifecycle and parameters -----------------------------------------------------------
-    def call(self, kind, name: str, request, timeout: float = 60.0):
+    # A reply can be lost when the server is new: Fast DDS drops a response whose writer has not
+    # matched this client's reader within 100 ms of the request (rmw_fastrtps' "client will not
+    # receive response"), which a node still starting on a loaded machine can take longer for.
+    # So requests that are safe to repeat are sent again while no reply comes, and a transition
+    # without a reply is judged by the state the node reached.
+    def call(self, kind, name: str, request, timeout: float = 60.0,
+             resend_every: float | None = 5.0):
+        """The first reply to `request`, or None when none came within `timeout` s; sent again
+        every `resend_every` s meanwhile (None: once, for requests not safe to repeat)."""
         client = self._client(kind, name)
         assert client.wait_for_service(timeout_sec=60.0), f"{name} is not served"
-        return wait_future(client.call_async(request), timeout)
+        end = time.monotonic() + timeout
+        done = threading.Event()
+        futures = []
+        while True:
+            futures.append(client.call_async(request))
+            futures[-1].add_done_callback(lambda _: done.set())
+            left = end - time.monotonic()
+            done.wait(max(0.0, left if resend_every is None else min(resend_every, left)))
+            for future in futures:
+                if future.done():
+                    return future.result()
+            if time.monotonic() >= end:
+                return None
 
     def state(self, node: str) -> str:
-        return self.call(GetState, f"{node}/get_state", GetState.Request()).current_state.label
+        reply = self.call(GetState, f"{node}/get_state", GetState.Request())
+        assert reply is not None, f"no reply from {node}/get_state within 60 s"
+        return reply.current_state.label
 
     def transition(self, node: str, transition: int, timeout: float = 300.0) -> bool:
+        """Whether the node carried out the transition (its reply; or, when no reply came within
+        10 s, whether get_state already shows the state the transition leads to)."""
         request = ChangeState.Request(transition=Transition(id=transition))
-        reply = self.call(ChangeState, f"{node}/change_state", request, timeout)
-        assert reply is not None, f"no reply to transition {transition} within {timeout} s"
-        return reply.success
+        client = self._client(ChangeState, f"{node}/change_state")
+        assert client.wait_for_service(timeout_sec=60.0), f"{node}/change_state is not served"
+        future = client.call_async(request)
+        end = time.monotonic() + timeout
+        while True:
+            reply = wait_future(future, min(10.0, max(0.0, end - time.monotonic())))
+            if reply is not None:
+                return reply.success
+            if self.state(node) == TRANSITION_GOAL[transition]:
+                return True                 # carried out, its reply lost
+            assert time.monotonic() < end, f"{node}: no reply to transition {transition} " \
+                                           f"within {timeout} s"
 
     def set_string(self, node: str, name: str, value: str) -> bool:
         param = Parameter(name=name, value=ParameterValue(
             type=ParameterType.PARAMETER_STRING, string_value=value))
         reply = self.call(SetParameters, f"{node}/set_parameters",
                           SetParameters.Request(parameters=[param]))
+        assert reply is not None, f"no reply from {node}/set_parameters within 60 s"
         return reply.results[0].successful
 
     # ---- queries ---------------------------------------------------------------------------
