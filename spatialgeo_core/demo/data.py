@@ -67,7 +67,9 @@ class DemoWorld:
     caption_drill_share per caption (default 0: with a third of stage 1's records drills, the
     LLaMA never learned to read the image, colour 3-6 %; on captions alone it reads colour at
     64 %). Stage 2 keeps every caption_every-th training scene's caption as its own record (0:
-    none), as LLaVA-1.5's instruction mix keeps captioning data. position_drill_images further
+    none), caption_repeats times, as LLaVA-1.5's instruction mix keeps captioning data (every
+    caption twice, 19 % of stage 2's records, kept what stage 1 reads where every second once,
+    6 %, lost a third of the sides: run e3, README). position_drill_images further
     scenes give stage 2 text-only drills of the length and direction arithmetic alone (0 by
     default: 4000 of them as a fourth stage-2 cycle, run r14, did not move the lengths beyond
     the intervals; README).
@@ -81,6 +83,7 @@ class DemoWorld:
     qa_per_image: int = 6
     test_qa_per_image: int = 4
     caption_every: int = 2
+    caption_repeats: int = 1
     wording: str = "facts_all"
     naming: str = "per_question"
     drill_share: float = 0.5
@@ -91,6 +94,9 @@ class DemoWorld:
         for name in ("drill_share", "caption_drill_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.caption_every < 0 or self.caption_repeats < 1:
+            raise ValueError(f"caption_every must be >= 0 and caption_repeats >= 1, got "
+                             f"{self.caption_every} and {self.caption_repeats}")
         if self.position_drill_images < 0:
             raise ValueError(f"position_drill_images must be >= 0, got "
                              f"{self.position_drill_images}")
@@ -133,7 +139,8 @@ DESCRIBE = "Describe the marked regions."
 
 def _caption_record(sample: WorldSample, image: str, kind: str) -> dict:
     """A record whose one answer is caption(sample), every usable region drawn, asked for with
-    DESCRIBE in the chat template of both stages (stage 1's "-caption", stage 2's "-describe")."""
+    DESCRIBE in the chat template of both stages (stage 1's "-caption", stage 2's "-describe",
+    "-describe2" for a second copy, ...)."""
     return {"id": f"{sample.id}-{kind}", "image": image,
             "conversations": [{"from": "human", "value": "<image>\n" + DESCRIBE},
                               {"from": "gpt", "value": caption(sample)}],
@@ -201,7 +208,9 @@ def write_world(world: DemoWorld, out: str | Path) -> dict[str, Path]:
                 captions.append(_caption_record(s, f"{s.id}.png", "caption"))
                 corpus.extend((DESCRIBE, captions[-1]["conversations"][1]["value"]))
                 if world.caption_every and (len(captions) - 1) % world.caption_every == 0:
-                    extra.append(_caption_record(s, f"{s.id}.png", "describe"))
+                    extra.extend(_caption_record(s, f"{s.id}.png", "describe" if r == 0 else
+                                                 f"describe{r + 1}")
+                                 for r in range(world.caption_repeats))
             for j, qa in enumerate(s.qas):
                 corpus.extend((qa.question, qa.answer))
                 drill = drill_record(f"{s.id}-q{j}", qa.question, qa.answer)

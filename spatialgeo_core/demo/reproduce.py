@@ -376,6 +376,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--caption-every", type=int, default=d.caption_every,
                    help="every N-th training scene's region caption joins the stage-2 data (0: "
                         "none)")
+    p.add_argument("--caption-repeats", type=int, default=d.caption_repeats,
+                   help="times each of those captions is in the stage-2 data")
     p.add_argument("--wording", choices=list(WORDINGS), default=d.wording,
                    help="training answers (synthetic/questions.py WORDINGS): facts (comparisons "
                         "state each region's fact, then conclude), facts_all (distances and "
@@ -428,7 +430,8 @@ def run(args: argparse.Namespace) -> dict:
     world = DemoWorld(seed=args.seed, image_size=args.image_size, render_size=args.render_size,
                       train_images=args.train_images,
                       test_images=args.test_images, qa_per_image=args.qa_per_image,
-                      caption_every=args.caption_every, wording=args.wording,
+                      caption_every=args.caption_every,
+                      caption_repeats=args.caption_repeats, wording=args.wording,
                       naming=args.naming, drill_share=args.drill_share,
                       caption_drill_share=args.caption_drill_share,
                       position_drill_images=args.position_drill_images)

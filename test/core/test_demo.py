@@ -222,8 +222,10 @@ def test_the_world_demo_asks_about_a_held_out_scene(tmp_path, capsys):
 def test_demo_world_files_hold_the_captions_twice_and_the_captions_hold_the_truth(tmp_path):
     """Stage 1 reads every training scene's caption; stage 2's llava.json holds one record per
     question (the asked regions only, facts answers), then every caption_every-th caption as a
-    DESCRIBE question with the same answer, then the text-only drills; a caption's numbers are
-    the scene's ground truth, in the quantities and words of the facts answers."""
+    DESCRIBE question with the same answer (caption_repeats times), then the text-only drills;
+    a caption's numbers are the scene's ground truth, in the quantities and words of the facts
+    answers."""
+    import dataclasses
     import re
 
     from spatialgeo_core.demo.data import DESCRIBE, DemoWorld, write_world
@@ -246,6 +248,12 @@ def test_demo_world_files_hold_the_captions_twice_and_the_captions_hold_the_trut
         assert r["conversations"][1]["value"] == by_image[r["image"]]
     assert [r["image"] for r in described] == [captions[i]["image"] for i in (0, 2, 4)]
     assert DESCRIBE in paths["corpus"].read_text()
+    twice = json.loads(write_world(dataclasses.replace(world, caption_every=1, caption_repeats=2),
+                                   tmp_path / "twice")["train"].read_text())[n_questions:]
+    assert [r["image"] for r in twice[:10]] == [c["image"] for c in captions for _ in (0, 1)]
+    assert [r["conversations"] for r in twice[:10]] == [
+        c["conversations"] for c in captions for _ in (0, 1)]
+    assert len({r["id"] for r in twice}) == len(twice)
 
     with_facts = [r for r in questions if " So " in r["conversations"][1]["value"]]
     assert len(drills) == len(with_facts) // 2 > 0
