@@ -322,11 +322,13 @@ class Client:
         assert client.wait_for_service(timeout_sec=60.0)
         return client.call_async(request)
 
-    def query(self, ns: str, question: str, **kwargs):
+    def query(self, ns: str, question: str, resend_every: float | None = None, **kwargs):
+        """The node's reply; resend_every: for a node that answers at once (not configured,
+        finalized), sent again while no reply comes, as `call` does."""
         request = self.query_request(question, **kwargs)
         timeout = request.limits.timeout_s + 60.0 if math.isfinite(
             request.limits.timeout_s) and request.limits.timeout_s > 0 else 200.0
-        reply = wait_future(self.query_async(ns, request), timeout)
+        reply = self.call(SpatialQuery, f"/{ns}/spatial_query", request, timeout, resend_every)
         assert reply is not None, f"no reply to {question!r} within {timeout} s"
         return reply
 

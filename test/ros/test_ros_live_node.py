@@ -131,7 +131,7 @@ def publish_frame(client: Client, topic: str, rgb: np.ndarray | None = None, **k
 # ---- lifecycle ----------------------------------------------------------------------------------
 def test_failed_configure_leaves_the_node_alive_and_says_why(client, live):
     assert client.state(live.name) == "unconfigured"
-    answer = client.query(LIVE, "Where is it?")
+    answer = client.query(LIVE, "Where is it?", resend_every=5.0)     # the node's first query
     assert answer.status.code == NOT_READY and "not configured" in answer.status.message
     assert client.set_string(live.name, "model.path", "/nonexistent/spatialgeo-model")
     assert not client.transition(live.name, CONFIGURE)
@@ -515,7 +515,7 @@ def test_a_finalized_node_says_so(client, tmp_path):
     try:
         assert client.transition(node.name, SHUTDOWN)
         assert client.state(node.name) == "finalized"
-        reply = client.query(FIN, "Where?")
+        reply = client.query(FIN, "Where?", resend_every=5.0)
         assert reply.status.code == NOT_READY and "finalized" in reply.status.message
         node.sigint()
         assert_clean_exit(node, node.wait(60.0))
