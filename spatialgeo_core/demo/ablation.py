@@ -6,7 +6,8 @@ Wilson intervals.
 
 Reads <run>/<variant>/eval/metrics.json (the bench scorer), reading.json (demo/reading.py: what
 the model says of each region) and probe.json (demo/probe.py: what its visual tokens hold of it,
-both streams together).
+both streams together). Pooled: the runs that hold every variant (a run with only one is shown,
+not pooled, so the pooled variants are always compared on the same seeds).
 Depth-dependent questions: the behind/front group and the three distance categories (their
 answers need each region's metric position); the single-region family: what the model reads of
 one region (forward distance, width, height within 25 %) from its description.
@@ -97,12 +98,21 @@ def pooled(runs: list[dict[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]
             for k in keys}
 
 
+def paired(runs: dict[str, dict[str, dict]]) -> list[str]:
+    """The runs that hold every variant any run holds: the ones pooled, so that the pooled
+    variants are compared on the same seeds."""
+    every = set().union(*runs.values())
+    return [name for name, variants in runs.items() if set(variants) == every]
+
+
 def with_pooled(runs: dict[str, dict[str, dict]]) -> list[tuple[str, dict[str, dict]]]:
-    """(run name, variant -> counts) for each run, then ("pooled", ...) when more than one."""
+    """(run name, variant -> counts) for each run, then ("pooled", ...) over the paired runs
+    when more than one."""
     named = list(runs.items())
-    if len(runs) > 1:
-        named.append(("pooled", {v: pooled([r[v] for r in runs.values() if v in r])
-                                 for v in VARIANTS if any(v in r for r in runs.values())}))
+    both = paired(runs)
+    if len(both) > 1:
+        named.append(("pooled", {v: pooled([runs[r][v] for r in both])
+                                 for v in VARIANTS if v in runs[both[0]]}))
     return named
 
 
@@ -183,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         runs[run.name] = found
     sys.stdout.write(table(runs) + verdicts(runs))
+    if len(runs) > 1 and (alone := [r for r in runs if r not in paired(runs)]):
+        print(f"\nNot pooled (they lack a variant the others have): {', '.join(alone)}")
     return 0
 
 

@@ -40,6 +40,18 @@ def test_tables_pool_seeds_and_count_the_depth_dependent_questions(tmp_path, cap
     assert len(pooled) == 1 and "| 80.0 (" in pooled[0]      # (9 + 7) / 20 distance_data
     assert ablation.main([str(tmp_path / "missing")]) == 2
 
+    # a run with one variant only is shown but not pooled: the pooled variants share their seeds
+    d = tmp_path / "seed2" / "clip_only" / "eval"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(_metrics(0, 10, 0)))
+    assert ablation.main([str(tmp_path / s) for s in ("seed0", "seed1", "seed2")]) == 0
+    out = capsys.readouterr().out
+    head = [c.strip() for c in out.splitlines()[0].split("|")]
+    pooled = [ln for ln in out.splitlines() if ln.startswith("| pooled | CLIP-only")]
+    depth = pooled[0].split("|")[head.index("depth-dependent")].strip()
+    assert len(pooled) == 1 and depth.startswith("65.0 (")   # (5 + 9 + 5 + 7) / 40, no seed2
+    assert "| seed2 | CLIP-only" in out and "Not pooled (they lack a variant" in out
+
 
 def _probe(side_pct, ahead_pct, streams):
     held = {"side_right_pct": side_pct,
