@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         runs[run.name] = found
     sys.stdout.write(table(runs) + verdicts(runs))
-    if len(runs) > 1 and (alone := [r for r in runs if r not in paired(runs)]):
+    both = paired(runs)
+    if len(runs) > 1 and (alone := [r for r in runs if r not in both]):
         print(f"\nNot pooled (they lack a variant the others have): {', '.join(alone)}")
     return 0
 

@@ -227,6 +227,12 @@ class Client:
                 self._clients[key] = self.node.create_client(kind, name, qos_profile=REPLIES)
         return self._clients[key]
 
+    def _send(self, kind, name: str, request):
+        """The future of one request to service `name`, once it is served."""
+        client = self._client(kind, name)
+        assert client.wait_for_service(timeout_sec=60.0), f"{name} is not served"
+        return client.call_async(request)
+
     def publisher(self, kind, topic: str):
         key = (kind, topic)
         if key not in self._publishers:
@@ -260,13 +266,11 @@ class Client:
              resend_every: float | None = 5.0):
         """The first reply to `request`, or None when none came within `timeout` s; sent again
         every `resend_every` s meanwhile (None: once, for requests not safe to repeat)."""
-        client = self._client(kind, name)
-        assert client.wait_for_service(timeout_sec=60.0), f"{name} is not served"
         end = time.monotonic() + timeout
         done = threading.Event()
         futures = []
         while True:
-            futures.append(client.call_async(request))
+            futures.append(self._send(kind, name, request))
             futures[-1].add_done_callback(lambda _: done.set())
             left = end - time.monotonic()
             done.wait(max(0.0, left if resend_every is None else min(resend_every, left)))
@@ -285,9 +289,7 @@ class Client:
         """Whether the node carried out the transition (its reply; or, when no reply came within
         10 s, whether get_state already shows the state the transition leads to)."""
         request = ChangeState.Request(transition=Transition(id=transition))
-        client = self._client(ChangeState, f"{node}/change_state")
-        assert client.wait_for_service(timeout_sec=60.0), f"{node}/change_state is not served"
-        future = client.call_async(request)
+        future = self._send(ChangeState, f"{node}/change_state", request)
         end = time.monotonic() + timeout
         while True:
             reply = wait_future(future, min(10.0, max(0.0, end - time.monotonic())))
@@ -318,9 +320,7 @@ class Client:
         return request
 
     def query_async(self, ns: str, request):
-        client = self._client(SpatialQuery, f"/{ns}/spatial_query")
-        assert client.wait_for_service(timeout_sec=60.0)
-        return client.call_async(request)
+        return self._send(SpatialQuery, f"/{ns}/spatial_query", request)
 
     def query(self, ns: str, question: str, resend_every: float | None = None, **kwargs):
         """The node's reply; resend_every: for a node that answers at once (not configured,
