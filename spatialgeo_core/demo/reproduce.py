@@ -332,7 +332,8 @@ consecutive warm-up + cosine cycles of the given steps, each from the previous o
 stage 2 `demo_stage2.yaml` (every SpatialRGPT-Bench category in that wording, every second
 scene's caption, drills; with --position-drill-images N, text-only drills of the lengths and
 directions from the stated positions of N further scenes, which no image record shows; feature
-dropping 0.1; with --stage2-cycles, cycles as stage 1's).
+dropping 0.1; the LLaMA alone learns, both adapters as stage 1 left them; with --stage2-cycles,
+cycles as stage 1's).
 
 ## Tower pretraining
 
