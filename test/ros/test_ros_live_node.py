@@ -276,14 +276,18 @@ def test_action_cancel(client, live, camera):
 
 def test_action_busy(client, live, camera):
     """More goals than query.max_pending admits at once: the others end BUSY, as an aborted goal
-    whose result says so."""
+    whose result says so. The goals are all sent before any acceptance is awaited, and each
+    asks for a long answer: sent one by one on a loaded machine, short answers finished before
+    the last goal arrived and none was BUSY."""
     activate(client, live)
     camera.stop()
     ns = publish_frame(client, f"/{LIVE}/image")
     action = client.action(LIVE)
     n = DEFAULTS["query.max_pending"] + 2
-    handles = [wait_future(action.send_goal_async(goal("Describe the scene.", 8, ns)), 60.0)
-               for _ in range(n)]
+    long = goal("How far is Region [0] from Region [1]?", 24, ns,
+                [box(2, 10, 20, 30), box(30, 12, 60, 40)])
+    sent = [action.send_goal_async(long) for _ in range(n)]
+    handles = [wait_future(f, 60.0) for f in sent]
     assert all(h is not None and h.accepted for h in handles)
     results = [wait_future(h.get_result_async(), 180.0) for h in handles]
     codes = [r.result.status.code for r in results]
