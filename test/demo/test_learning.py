@@ -3,10 +3,10 @@ model is (towers pretrained by spatialgeo_core.demo.towers, then `spatialgeo tra
 demo/configs/demo_stage1.yaml, where the adapters learn: stage 2 keeps them frozen), reads the
 marked object of held-out scenes from the image: it names its colour well above chance (1 in 10).
 200 steps are enough for that, not for its distance: measured on this test's 40 held-out scenes
-(AVX2 EPYC, fp32), the distances it states are no better than always stating the training median
-(within 25 %: 87.5 % both; mean error 0.53 m vs 0.52 m), so this test claims colour only. The
-spatial quantities take the full demo budget (README "Synthetic world and demo training"), too long
-for a test."""
+(AVX2 EPYC, fp32, with demo_stage2.yaml when it still trained the adapters), the distances it
+states are no better than always stating the training median (within 25 %: 87.5 % both; mean error
+0.53 m vs 0.52 m), so this test claims colour only. The spatial quantities take the full demo
+budget (README "Synthetic world and demo training"), too long for a test."""
 import json
 import re
 
