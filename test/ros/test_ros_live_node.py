@@ -67,6 +67,11 @@ def box(x1, y1, x2, y2) -> Region:
                   y_max=float(y2))
 
 
+def two_boxes() -> list[Region]:
+    """Region [0] and Region [1] of the two-region questions asked of the live node."""
+    return [box(2, 10, 20, 30), box(30, 12, 60, 40)]
+
+
 def assert_clean_exit(node: NodeProcess, code) -> None:
     out = node.output()
     assert code == 0, f"{node.name} exited with {code}:\n{out[-3000:]}"
@@ -166,7 +171,7 @@ def test_latest_and_stamped_queries(client, live, camera):
     activate(client, live)
     camera.stop()
     ns = publish_frame(client, f"/{LIVE}/image")
-    regions = [box(2, 10, 20, 30), box(30, 12, 60, 40)]
+    regions = two_boxes()
     exact = client.query(LIVE, "How far is Region [0] from Region [1]?", stamp=ns,
                          regions=regions, max_new_tokens=24)
     assert exact.status.code == OK, exact.status.message
@@ -242,8 +247,7 @@ def test_action_streams_feedback_and_finishes(client, live, camera):
     feedback = []
     action = client.action(LIVE)
     handle = wait_future(action.send_goal_async(
-        goal("How far is Region [0] from Region [1]?", 24, ns, [box(2, 10, 20, 30),
-                                                                 box(30, 12, 60, 40)]),
+        goal("How far is Region [0] from Region [1]?", 24, ns, two_boxes()),
         feedback_callback=lambda fb: feedback.append(fb.feedback.partial_answer)), 60.0)
     assert handle is not None and handle.accepted
     result = wait_future(handle.get_result_async(), 180.0)
@@ -259,7 +263,7 @@ def test_action_cancel(client, live, camera):
     activate(client, live)
     camera.stop()
     ns = publish_frame(client, f"/{LIVE}/image")
-    regions = [box(2, 10, 20, 30), box(30, 12, 60, 40)]
+    regions = two_boxes()
     ahead = [client.query_async(LIVE, client.query_request(
         "How far is Region [0] from Region [1]?", stamp=ns, regions=regions,
         max_new_tokens=24)) for _ in range(3)]
@@ -284,8 +288,7 @@ def test_action_busy(client, live, camera):
     ns = publish_frame(client, f"/{LIVE}/image")
     action = client.action(LIVE)
     n = DEFAULTS["query.max_pending"] + 2
-    long = goal("How far is Region [0] from Region [1]?", 24, ns,
-                [box(2, 10, 20, 30), box(30, 12, 60, 40)])
+    long = goal("How far is Region [0] from Region [1]?", 24, ns, two_boxes())
     sent = [action.send_goal_async(long) for _ in range(n)]
     handles = [wait_future(f, 60.0) for f in sent]
     assert all(h is not None and h.accepted for h in handles)
@@ -391,8 +394,7 @@ def test_burst_every_request_answered_none_lost(client, live, camera):
     t0 = time.monotonic()
     done_at = {}
     calls = [client.query_async(LIVE, client.query_request(
-        "How far is Region [0] from Region [1]?", regions=[box(2, 10, 20, 30),
-                                                            box(30, 12, 60, 40)],
+        "How far is Region [0] from Region [1]?", regions=two_boxes(),
         max_new_tokens=2, timeout_s=120.0)) for _ in range(BURST_SERVICE_CALLS)]
     for i, call in enumerate(calls):
         call.add_done_callback(lambda _, i=i: done_at.setdefault(i, time.monotonic()))
